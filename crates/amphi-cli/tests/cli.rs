@@ -1,0 +1,146 @@
+//! The `amphi` command as a user runs it: arguments, stdin, JSON on stdout, one-line errors.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use amphi_tests::{GoldenTensor, assert_close, fixture_model, golden, minilm_dir};
+use anyhow::{Context, Result, ensure};
+
+fn amphi(args: &[&str], stdin: Option<&str>) -> Result<Output> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_amphi"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut pipe = child.stdin.take().context("stdin")?;
+    pipe.write_all(stdin.unwrap_or("").as_bytes())?;
+    drop(pipe);
+    Ok(child.wait_with_output()?)
+}
+
+fn json(out: &Output) -> Result<serde_json::Value> {
+    ensure!(
+        out.status.success(),
+        "amphi failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[test]
+fn minilm_embedding_from_an_argument() -> Result<()> {
+    let dir = minilm_dir();
+    let out = amphi(
+        &[
+            "run",
+            "feature-extraction",
+            "--model",
+            dir.to_str().context("path")?,
+            "hello world",
+        ],
+        None,
+    )?;
+    let got: Vec<f32> = serde_json::from_value(json(&out)?)?;
+    let g = golden("minilm-hello-world.json")?;
+    let want = GoldenTensor::parse(&g["cases"][0]["embedding"])?;
+    assert_close("cli embedding", &got, &want.data, 1e-5)?;
+    Ok(())
+}
+
+#[test]
+fn batch_from_stdin_with_options() -> Result<()> {
+    let dir = fixture_model("tiny-bert-seqcls");
+    let g = golden("tiny-bert-seqcls.json")?;
+    let case = &g["cases"][6]; // batch_with_empty
+    let texts = serde_json::to_string(&case["texts"])?;
+    let out = amphi(
+        &[
+            "run",
+            "text-classification",
+            "-m",
+            dir.to_str().context("path")?,
+            "--top-k",
+            "all",
+        ],
+        Some(&texts),
+    )?;
+    let got = json(&out)?;
+    let want = &case["outputs"]["pipeline_all_labels"];
+    for (g, w) in got
+        .as_array()
+        .context("list")?
+        .iter()
+        .zip(want.as_array().context("list")?)
+    {
+        for (g, w) in g
+            .as_array()
+            .context("list")?
+            .iter()
+            .zip(w.as_array().context("list")?)
+        {
+            ensure!(g["label"] == w["label"]);
+            let d = (g["score"].as_f64().context("score")?
+                - w["score"].as_f64().context("score")?)
+            .abs();
+            ensure!(d <= 1e-5, "score differs by {d}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn errors_are_one_line_with_a_code_and_nonzero_exit() -> Result<()> {
+    let tiny = fixture_model("tiny-bert");
+    let tiny = tiny.to_str().context("path")?;
+    for (args, stdin, code) in [
+        (
+            vec!["run", "feature-extraction", "-m", "/no/such/model", "x"],
+            None,
+            "missing_file",
+        ),
+        (
+            vec!["run", "feature-extraction", "-m", tiny],
+            Some("not json"),
+            "invalid_input",
+        ),
+        (
+            vec!["run", "feature-extraction", "-m", tiny],
+            Some("[]"),
+            "invalid_input",
+        ),
+        (
+            vec!["run", "text-classification", "-m", tiny, "x"],
+            None,
+            "unsupported_task",
+        ),
+        (
+            vec![
+                "run",
+                "feature-extraction",
+                "-m",
+                tiny,
+                "--device",
+                "gpu",
+                "x",
+            ],
+            None,
+            "device_unavailable",
+        ),
+    ] {
+        let out = amphi(&args, stdin)?;
+        ensure!(
+            out.status.code() == Some(2),
+            "{args:?}: exit {:?}",
+            out.status.code()
+        );
+        let err = String::from_utf8(out.stderr)?;
+        ensure!(err.lines().count() == 1, "{args:?}: not one line: {err}");
+        ensure!(
+            err.starts_with(&format!("error[{code}]: ")),
+            "{args:?}: {err}"
+        );
+        ensure!(out.stdout.is_empty(), "{args:?}: printed a result");
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The internal compute interface that models are written against.
+//!
+//! Models call coarse, fusable operations (`linear` with its activation, `attention` over a fused
+//! QKV projection, `layer_norm` with the residual add) rather than element-wise tensor algebra.
+//! That granularity is what a GPU backend needs: each call maps to one or two WGSL dispatches and
+//! intermediate tensors stay on the device; only [`Backend::read`] moves data back to the host.
+//!
+//! Users never see this trait: they pick a [`crate::Device`], and the engine instantiates the
+//! model over the matching backend.
+
+pub(crate) mod cpu;
+
+use crate::error::Result;
+
+/// Element-wise function applied after a linear layer's bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    None,
+    /// Exact GELU, `x/2 * (1 + erf(x/sqrt(2)))` (Hugging Face `gelu`).
+    GeluErf,
+    /// Tanh approximation of GELU (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    Relu,
+    Tanh,
+}
+
+/// How token vectors are reduced to one vector per sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reduce {
+    /// The first token (`[CLS]`).
+    First,
+    /// The mean over tokens whose attention mask is 1.
+    MaskedMean,
+}
+
+/// Shape of a batch of token sequences: `batch` rows of `seq` tokens (padded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchShape {
+    pub batch: usize,
+    pub seq: usize,
+}
+
+impl BatchShape {
+    pub fn tokens(self) -> usize {
+        self.batch * self.seq
+    }
+}
+
+/// A compute backend. Tensors are opaque handles owned by the backend; activations are 2-D
+/// `[rows, features]` row-major matrices, with `rows = batch * seq` for token activations.
+pub(crate) trait Backend {
+    type Tensor: Clone;
+
+    /// Uploads host data (weights) as a tensor of the given shape.
+    fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;
+
+    /// `word[ids] + position[0..seq] + token_type[type_ids]`, as `[batch*seq, hidden]`.
+    fn embed(
+        &self,
+        tables: [&Self::Tensor; 3],
+        ids: &[u32],
+        type_ids: &[u32],
+        shape: BatchShape,
+    ) -> Result<Self::Tensor>;
+
+    /// `act(x · wᵀ + b)` with `w` stored `[out, in]` as in PyTorch.
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: Option<&Self::Tensor>,
+        act: Activation,
+    ) -> Result<Self::Tensor>;
+
+    /// `LayerNorm(x + residual)` over the last dimension.
+    fn layer_norm(
+        &self,
+        x: &Self::Tensor,
+        residual: Option<&Self::Tensor>,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        eps: f64,
+    ) -> Result<Self::Tensor>;
+
+    /// Builds the key mask for [`Backend::attention`] from a `[batch*seq]` 0/1 attention mask.
+    fn key_mask(&self, mask: &[u32], shape: BatchShape) -> Result<Self::Tensor>;
+
+    /// Multi-head scaled dot-product attention. `qkv` is `[batch*seq, 3*hidden]` (the query, key
+    /// and value projections side by side); masked keys get no weight. Returns `[batch*seq, hidden]`.
+    fn attention(
+        &self,
+        qkv: &Self::Tensor,
+        key_mask: &Self::Tensor,
+        shape: BatchShape,
+        heads: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// Reduces `[batch*seq, hidden]` to `[batch, hidden]`.
+    fn reduce(
+        &self,
+        x: &Self::Tensor,
+        key_mask: &Self::Tensor,
+        shape: BatchShape,
+        how: Reduce,
+    ) -> Result<Self::Tensor>;
+
+    /// Divides each row by its L2 norm (at least 1e-12), like `torch.nn.functional.normalize`.
+    fn l2_normalize(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Copies a tensor back to the host, row-major. This is the only device-to-host transfer a
+    /// pipeline makes; a GPU backend turns it into an asynchronous readback.
+    fn read(&self, x: &Self::Tensor) -> Result<Vec<f32>>;
+}

@@ -1,0 +1,119 @@
+//! Model files in the Hugging Face layout, handed to the engine as bytes by the host.
+//!
+//! The engine never touches a filesystem or the network: a host (the CLI, the serverless host,
+//! the browser) reads or downloads the files listed in [`ModelFiles::KNOWN`] and inserts them.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// The files of one model, keyed by their path inside the model folder (`"config.json"`,
+/// `"1_Pooling/config.json"`, ...).
+#[derive(Default, Clone)]
+pub struct ModelFiles {
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Debug for ModelFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut map = f.debug_map();
+        for (name, bytes) in &self.files {
+            map.entry(name, &format_args!("{} bytes", bytes.len()));
+        }
+        map.finish()
+    }
+}
+
+impl ModelFiles {
+    /// Every file the engine may read. `config.json`, `model.safetensors` and `tokenizer.json`
+    /// are required for text models; the others refine defaults when present.
+    pub const KNOWN: &'static [&'static str] = &[
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ];
+
+    /// An empty set of files.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a file.
+    pub fn insert(&mut self, name: impl Into<String>, bytes: Vec<u8>) -> &mut Self {
+        self.files.insert(name.into(), bytes);
+        self
+    }
+
+    /// Builder form of [`ModelFiles::insert`].
+    pub fn with(mut self, name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        self.insert(name, bytes);
+        self
+    }
+
+    /// The bytes of a file, if present.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.files.get(name).map(Vec::as_slice)
+    }
+
+    /// Removes a file and returns its bytes (used to drop the weights once they are loaded).
+    pub fn take(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.files.remove(name)
+    }
+
+    /// The names of the files present.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
+
+    /// Reads the [`ModelFiles::KNOWN`] files present in a local model folder. A convenience for
+    /// native hosts; the engine itself never touches a filesystem (absent on wasm32).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_dir(dir: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not a model folder",
+            ));
+        }
+        let mut files = Self::new();
+        for name in Self::KNOWN {
+            match std::fs::read(dir.join(name)) {
+                Ok(bytes) => {
+                    files.insert(*name, bytes);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(files)
+    }
+
+    pub(crate) fn require(&self, name: &str) -> Result<&[u8]> {
+        self.get(name).ok_or_else(|| Error::MissingFile {
+            file: name.to_owned(),
+        })
+    }
+
+    /// Parses a required JSON file.
+    pub(crate) fn json<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        serde_json::from_slice(self.require(name)?).map_err(|e| Error::json(name, e))
+    }
+
+    /// Parses an optional JSON file: `Ok(None)` when absent, an error when present but invalid.
+    pub(crate) fn optional_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(bytes)
+                .map(Some)
+                .map_err(|e| Error::json(name, e)),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! # amphi-core
+//!
+//! amphi's host-neutral inference engine. It compiles natively and for
+//! `wasm32-unknown-unknown` with no filesystem, no threads and no JavaScript: a host hands it
+//! the files of a Hugging Face model folder as bytes, and it runs text pipelines on them.
+//!
+//! ```no_run
+//! use amphi_core::{LoadOptions, ModelFiles, Pipeline, RunOptions, Task, Pooling};
+//!
+//! # fn main() -> Result<(), amphi_core::Error> {
+//! // Any host can build `ModelFiles` from bytes; native hosts can read a model folder.
+//! let files = ModelFiles::from_dir("all-MiniLM-L6-v2").expect("model folder");
+//! let extractor = Pipeline::load(Task::FeatureExtraction, files, &LoadOptions::default())?;
+//! let options = RunOptions { pooling: Some(Pooling::Mean), normalize: Some(true), ..Default::default() };
+//! let output = extractor.run(&["hello world".into()], &options)?;
+//! println!("{}", output.to_json(true));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The public surface is deliberately small: [`Pipeline`] (a task bound to a [`TextModel`]),
+//! [`ModelFiles`], options and outputs, the closed [`Device`] enum and one [`Error`] enum with
+//! stable codes. Compute backends are internal; see `ARCHITECTURE.md`.
+
+mod backend;
+mod error;
+mod files;
+mod model;
+mod models;
+mod pipelines;
+mod tokenizer;
+mod weights;
+
+pub use error::{Error, Result};
+pub use files::ModelFiles;
+pub use model::{Device, LoadOptions, Pooling, RawOutput, RawTensor, TextModel};
+pub use models::bert::Config as BertConfig;
+pub use pipelines::{
+    Aggregation, ClassifierFunction, Entity, Inputs, LabelScore, Limits, Output, Pipeline, Request,
+    Response, RunOptions, Task, TopK,
+};
+pub use tokenizer::TextInput;
+
+/// Tokenization without a model, for hosts and tests that check tokenizer parity.
+pub mod tokenization {
+    pub use crate::tokenizer::{Encoded, TextInput, Tokenizer};
+}

@@ -1,0 +1,404 @@
+//! A loaded text model: configuration, tokenizer, weights on a backend, and the defaults that
+//! the model folder declares (sentence-transformers pooling, maximum sequence length).
+//!
+//! A `TextModel` is immutable once loaded; every request keeps its own state on the stack, so one
+//! model can serve many requests (and be shared behind an `Arc` by hosts that have threads).
+
+use serde::Deserialize;
+
+use crate::backend::cpu::Cpu;
+use crate::backend::{Backend, Reduce};
+use crate::error::{Error, Result};
+use crate::files::ModelFiles;
+use crate::models::bert::{self, Bert, CONFIG_FILE, Config, Encoded, HeadKind};
+use crate::tokenizer::{TOKENIZER_FILE, TextInput, TextTokenizer, TokenizedBatch};
+use crate::weights::{WEIGHTS_FILE, Weights};
+
+/// Where a model runs. `Auto` picks the best available device when loading; a loaded model
+/// reports the concrete device it runs on (`Cpu` or `Gpu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// The GPU when one is available and works, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU (SIMD128 kernels on wasm32).
+    Cpu,
+    /// The GPU; loading fails with [`Error::DeviceUnavailable`] when there is none.
+    Gpu,
+}
+
+impl Device {
+    /// The name used on the wire: `auto`, `cpu` or `gpu`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Gpu => "gpu",
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "gpu" | "webgpu" => Ok(Device::Gpu),
+            other => Err(Error::invalid_input(format!(
+                "unknown device `{other}` (expected auto, cpu or gpu)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Sentence-embedding pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// No pooling: one vector per token.
+    None,
+    /// Mean over the tokens of the input (padding excluded).
+    Mean,
+    /// The `[CLS]` token's vector.
+    Cls,
+}
+
+impl From<Pooling> for Option<Reduce> {
+    fn from(p: Pooling) -> Self {
+        match p {
+            Pooling::None => None,
+            Pooling::Mean => Some(Reduce::MaskedMean),
+            Pooling::Cls => Some(Reduce::First),
+        }
+    }
+}
+
+/// Options for loading a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The device to run on.
+    pub device: Device,
+    /// Overrides the maximum sequence length (tokens, special tokens included).
+    pub max_length: Option<usize>,
+}
+
+/// The model is generic over the backend internally; users only see [`Device`].
+enum Engine {
+    Cpu(Bert<Cpu>),
+}
+
+/// Defaults declared by a sentence-transformers model folder.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EmbeddingDefaults {
+    pub pooling: Option<Pooling>,
+    pub normalize: bool,
+}
+
+/// A loaded BERT-family text model.
+pub struct TextModel {
+    engine: Engine,
+    tokenizer: TextTokenizer,
+    config: Config,
+    max_length: usize,
+    embedding: EmbeddingDefaults,
+}
+
+impl std::fmt::Debug for TextModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextModel")
+            .field("device", &self.device())
+            .field("architectures", &self.config.architectures)
+            .field("hidden_size", &self.config.hidden_size)
+            .field("max_length", &self.max_length)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct StModule {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Deserialize)]
+struct StPooling {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct StConfig {
+    max_seq_length: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct TokenizerConfig {
+    model_max_length: Option<f64>,
+}
+
+fn embedding_defaults(files: &ModelFiles) -> Result<EmbeddingDefaults> {
+    let Some(modules) = files.optional_json::<Vec<StModule>>("modules.json")? else {
+        return Ok(EmbeddingDefaults::default());
+    };
+    let mut out = EmbeddingDefaults::default();
+    for m in &modules {
+        match m.kind.rsplit('.').next().unwrap_or("") {
+            "Pooling" => {
+                let name = if m.path.is_empty() {
+                    "config.json".to_owned()
+                } else {
+                    format!("{}/config.json", m.path)
+                };
+                let cfg: StPooling = files.json(&name)?;
+                out.pooling = Some(
+                    match (
+                        cfg.pooling_mode_cls_token,
+                        cfg.pooling_mode_mean_tokens,
+                        cfg.pooling_mode_max_tokens || cfg.pooling_mode_mean_sqrt_len_tokens,
+                    ) {
+                        (true, false, false) => Pooling::Cls,
+                        (false, true, false) => Pooling::Mean,
+                        _ => {
+                            return Err(Error::InvalidConfig {
+                                file: name,
+                                message: "only one of pooling_mode_cls_token and \
+                                          pooling_mode_mean_tokens is supported"
+                                    .to_owned(),
+                            });
+                        }
+                    },
+                );
+            }
+            "Normalize" => out.normalize = true,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+impl TextModel {
+    /// Loads a model from its files. `model.safetensors` is taken out of `files` and dropped as
+    /// soon as the weights are converted, so the caller need not keep a second copy alive.
+    pub fn load(mut files: ModelFiles, options: &LoadOptions) -> Result<Self> {
+        let config = bert::parse_config(files.require(CONFIG_FILE)?)?;
+        config.validate()?;
+        let tokenizer =
+            TextTokenizer::from_bytes(files.require(TOKENIZER_FILE)?, config.pad_token_id)?;
+        let embedding = embedding_defaults(&files)?;
+
+        let declared = files
+            .optional_json::<StConfig>("sentence_bert_config.json")?
+            .and_then(|c| c.max_seq_length)
+            .or(files
+                .optional_json::<TokenizerConfig>("tokenizer_config.json")?
+                .and_then(|c| c.model_max_length)
+                .filter(|m| (1.0..1e6).contains(m))
+                .map(|m| m as usize));
+        let limit = config.max_position_embeddings;
+        let max_length = match options.max_length {
+            Some(m) if m > limit => {
+                return Err(Error::invalid_input(format!(
+                    "max_length {m} exceeds the model's max_position_embeddings {limit}"
+                )));
+            }
+            Some(m) => m,
+            None => declared.map_or(limit, |d| d.min(limit)),
+        };
+
+        let weights_bytes = files.take(WEIGHTS_FILE).ok_or_else(|| Error::MissingFile {
+            file: WEIGHTS_FILE.to_owned(),
+        })?;
+        let weights = Weights::parse(&weights_bytes)?;
+        let engine = match options.device {
+            Device::Auto | Device::Cpu => Engine::Cpu(Bert::load(&Cpu, &weights, &config)?),
+            Device::Gpu => {
+                return Err(Error::DeviceUnavailable {
+                    device: "gpu".to_owned(),
+                    reason: "this build of the engine has no GPU backend".to_owned(),
+                });
+            }
+        };
+        drop(weights);
+        drop(weights_bytes);
+
+        Ok(Self {
+            engine,
+            tokenizer,
+            config,
+            max_length,
+            embedding,
+        })
+    }
+
+    /// The device the model runs on (never [`Device::Auto`]).
+    pub fn device(&self) -> Device {
+        match self.engine {
+            Engine::Cpu(_) => Device::Cpu,
+        }
+    }
+
+    /// The model's `config.json`.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The default maximum sequence length in tokens.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Label names of the classification head (empty for bare encoders).
+    pub fn labels(&self) -> &[String] {
+        match &self.engine {
+            Engine::Cpu(m) => m.labels(),
+        }
+    }
+
+    pub(crate) fn head(&self) -> HeadKind {
+        match &self.engine {
+            Engine::Cpu(m) => m.head(),
+        }
+    }
+
+    pub(crate) fn embedding_defaults(&self) -> EmbeddingDefaults {
+        self.embedding
+    }
+
+    pub(crate) fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    pub(crate) fn tokenize(
+        &self,
+        inputs: &[TextInput],
+        max_length: Option<usize>,
+        max_input_bytes: usize,
+    ) -> Result<TokenizedBatch> {
+        let max_length = match max_length {
+            Some(m) if m > self.config.max_position_embeddings => {
+                return Err(Error::invalid_input(format!(
+                    "max_length {m} exceeds the model's max_position_embeddings {}",
+                    self.config.max_position_embeddings
+                )));
+            }
+            Some(m) => m,
+            None => self.max_length,
+        };
+        self.tokenizer
+            .encode_batch(inputs, max_length, max_input_bytes)
+    }
+
+    /// The model's raw outputs for a padded batch, like a Hugging Face model's forward: the
+    /// classification logits (`[batch, labels]` or `[batch, seq, labels]`), the BERT
+    /// `pooler_output` (`[batch, hidden]`) or `last_hidden_state` (`[batch, seq, hidden]`).
+    pub fn raw_output(&self, inputs: &[TextInput], which: RawOutput) -> Result<RawTensor> {
+        let batch = self.tokenize(inputs, None, usize::MAX)?;
+        let shape = batch.input.shape;
+        let (what, dims) = match which {
+            RawOutput::LastHiddenState => (
+                Forward::Hidden {
+                    reduce: None,
+                    normalize: false,
+                },
+                vec![shape.batch, shape.seq, self.config.hidden_size],
+            ),
+            RawOutput::PoolerOutput => {
+                (Forward::Pooler, vec![shape.batch, self.config.hidden_size])
+            }
+            RawOutput::Logits => {
+                let labels = self.labels().len();
+                let dims = match self.head() {
+                    HeadKind::TokenClassification => vec![shape.batch, shape.seq, labels],
+                    _ => vec![shape.batch, labels],
+                };
+                (Forward::Logits, dims)
+            }
+        };
+        let data = self.forward(&batch, what)?;
+        Ok(RawTensor { shape: dims, data })
+    }
+
+    /// Runs the encoder and the requested head, reading back only the final tensor.
+    pub(crate) fn forward(&self, batch: &TokenizedBatch, what: Forward) -> Result<Vec<f32>> {
+        match &self.engine {
+            Engine::Cpu(m) => run_forward(&Cpu, m, batch, what),
+        }
+    }
+}
+
+/// Which raw output [`TextModel::raw_output`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawOutput {
+    /// The encoder's final hidden states.
+    LastHiddenState,
+    /// BERT's pooler: `tanh(dense(hidden[CLS]))`.
+    PoolerOutput,
+    /// The classification head's logits.
+    Logits,
+}
+
+/// A dense row-major f32 tensor returned to the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTensor {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+/// What a pipeline needs from the model, computed on the backend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Forward {
+    /// `last_hidden_state` (optionally pooled), optionally L2-normalised.
+    Hidden {
+        reduce: Option<Reduce>,
+        normalize: bool,
+    },
+    /// `pooler_output`.
+    Pooler,
+    /// Classification logits.
+    Logits,
+}
+
+fn run_forward<B: Backend>(
+    be: &B,
+    model: &Bert<B>,
+    batch: &TokenizedBatch,
+    what: Forward,
+) -> Result<Vec<f32>> {
+    let enc: Encoded<B> = model.encode(be, &batch.input)?;
+    let out = match what {
+        Forward::Hidden { reduce, normalize } => {
+            let x = match reduce {
+                Some(how) => be.reduce(&enc.hidden, &enc.key_mask, enc.shape, how)?,
+                None => enc.hidden,
+            };
+            if normalize { be.l2_normalize(&x)? } else { x }
+        }
+        Forward::Pooler => model
+            .pool(be, &enc)?
+            .ok_or_else(|| Error::UnsupportedTask {
+                task: "pooler_output".to_owned(),
+                reason: "the checkpoint has no pooler".to_owned(),
+            })?,
+        Forward::Logits => model.logits(be, &enc)?,
+    };
+    be.read(&out)
+}

@@ -1,0 +1,3 @@
+//! Model architectures, one folder each.
+
+pub mod bert;

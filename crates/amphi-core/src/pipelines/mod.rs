@@ -1,0 +1,364 @@
+//! Task pipelines with inputs and outputs shaped like Hugging Face / Transformers.js pipelines.
+//!
+//! A pipeline is three phases: tokenize on the host, run the model on the backend (one readback
+//! at the end), and post-process on the host. Hosts speak JSON through [`Request`] and
+//! [`Pipeline::run_request`]; Rust callers use [`Pipeline::run`] with typed [`RunOptions`].
+
+mod feature_extraction;
+mod text_classification;
+mod token_classification;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{Error, Result};
+use crate::files::ModelFiles;
+use crate::model::{Device, LoadOptions, Pooling, TextModel};
+use crate::tokenizer::TextInput;
+
+pub use text_classification::ClassifierFunction;
+pub use token_classification::{Aggregation, Entity};
+
+/// The tasks the engine implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Embeddings: per-token hidden states, or pooled sentence vectors.
+    FeatureExtraction,
+    /// One label distribution per input (also `sentiment-analysis`).
+    TextClassification,
+    /// One label per token, optionally grouped into entities (also `ner`).
+    TokenClassification,
+}
+
+impl Task {
+    /// All tasks, in a stable order.
+    pub const ALL: [Task; 3] = [
+        Task::FeatureExtraction,
+        Task::TextClassification,
+        Task::TokenClassification,
+    ];
+
+    /// The task's canonical name (`feature-extraction`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::FeatureExtraction => "feature-extraction",
+            Task::TextClassification => "text-classification",
+            Task::TokenClassification => "token-classification",
+        }
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "feature-extraction" | "embeddings" => Ok(Task::FeatureExtraction),
+            "text-classification" | "sentiment-analysis" => Ok(Task::TextClassification),
+            "token-classification" | "ner" => Ok(Task::TokenClassification),
+            other => Err(Error::invalid_input(format!(
+                "unknown task `{other}` (expected feature-extraction, text-classification or \
+                 token-classification)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `top_k` for text classification: absent means "the best label only" (one object per input),
+/// a number means "that many labels" and `null` means "all labels" (a list per input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TopK {
+    /// Only the best label, returned as a single object per input.
+    #[default]
+    Best,
+    /// The best `k` labels, as a list per input.
+    K(usize),
+    /// All labels, sorted by score.
+    All,
+}
+
+fn deserialize_top_k<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<TopK, D::Error> {
+    Ok(match Option::<usize>::deserialize(d)? {
+        Some(k) => TopK::K(k),
+        None => TopK::All,
+    })
+}
+
+/// Per-call options. Each applies to one task; passing one to another task is an error.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunOptions {
+    /// feature-extraction: `none`, `mean` or `cls` (default: the model folder's
+    /// sentence-transformers pooling, else `none`).
+    pub pooling: Option<Pooling>,
+    /// feature-extraction: L2-normalise the output vectors (default: true when the model folder
+    /// has a sentence-transformers `Normalize` module).
+    pub normalize: Option<bool>,
+    /// text-classification: how many labels to return.
+    #[serde(deserialize_with = "deserialize_top_k")]
+    pub top_k: TopK,
+    /// text-classification: `softmax`, `sigmoid` or `none` (default from `problem_type`).
+    pub function_to_apply: Option<ClassifierFunction>,
+    /// token-classification: `none` (per token) or `simple` (grouped entities).
+    pub aggregation_strategy: Option<Aggregation>,
+    /// token-classification: labels left out of the result (default `["O"]`).
+    pub ignore_labels: Option<Vec<String>>,
+    /// Truncate inputs to this many tokens (default: the model's maximum).
+    pub max_length: Option<usize>,
+}
+
+impl RunOptions {
+    fn check_task(&self, task: Task) -> Result<()> {
+        let fe = self.pooling.is_some() || self.normalize.is_some();
+        let tc = self.top_k != TopK::Best || self.function_to_apply.is_some();
+        let tok = self.aggregation_strategy.is_some() || self.ignore_labels.is_some();
+        let stray = match task {
+            Task::FeatureExtraction => tc || tok,
+            Task::TextClassification => fe || tok,
+            Task::TokenClassification => fe || tc,
+        };
+        if stray {
+            return Err(Error::invalid_input(format!(
+                "an option was given that does not apply to {task}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One input or a batch of inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Inputs {
+    /// A single input: the output is that input's result.
+    One(TextInput),
+    /// A batch: the output is a list with one result per input.
+    Many(Vec<TextInput>),
+}
+
+impl Inputs {
+    fn as_slice(&self) -> &[TextInput] {
+        match self {
+            Inputs::One(t) => std::slice::from_ref(t),
+            Inputs::Many(v) => v,
+        }
+    }
+}
+
+/// A request in the Hugging Face inference shape: `{"inputs": ..., "parameters": {...}}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// A string, a `{text, text_pair}` object, or a list of them.
+    pub inputs: Inputs,
+    /// Task options.
+    #[serde(default)]
+    pub parameters: RunOptions,
+}
+
+/// A label with its score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelScore {
+    /// The label name from `id2label`.
+    pub label: String,
+    /// Probability (softmax / sigmoid) or raw logit (`function_to_apply: none`).
+    pub score: f32,
+}
+
+/// A pipeline's result for each input of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Output {
+    /// One vector per input (pooled sentence embeddings).
+    Pooled(Vec<Vec<f32>>),
+    /// One vector per token per input (`pooling: none`); padding excluded.
+    Tokens(Vec<Vec<Vec<f32>>>),
+    /// The best label per input (`top_k` absent).
+    Best(Vec<LabelScore>),
+    /// A sorted list of labels per input.
+    Ranked(Vec<Vec<LabelScore>>),
+    /// Token labels or entity groups per input.
+    Entities(Vec<Vec<Entity>>),
+}
+
+impl Output {
+    /// Number of inputs the output covers.
+    pub fn len(&self) -> usize {
+        match self {
+            Output::Pooled(v) => v.len(),
+            Output::Tokens(v) => v.len(),
+            Output::Best(v) => v.len(),
+            Output::Ranked(v) => v.len(),
+            Output::Entities(v) => v.len(),
+        }
+    }
+
+    /// Whether the output covers no input.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The output as a JSON value: a list with one item per input, or, when `single`, that
+    /// one item (see [`Response`]).
+    pub fn to_json(&self, single: bool) -> serde_json::Value {
+        serde_json::to_value(Response {
+            output: self.clone(),
+            single,
+        })
+        .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A pipeline's answer to a [`Request`]: serializes as a list with one item per input, or, for a
+/// single input, as that one item. As in Hugging Face and Transformers.js, the best-label form
+/// stays a one-element list for a single input (`[{"label": .., "score": ..}]`). Floats are
+/// written as the shortest decimal that reads back as the same f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The results, one per input.
+    pub output: Output,
+    /// Whether the request had a single input (not a list).
+    pub single: bool,
+}
+
+impl Serialize for Response {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        fn first<T: Serialize, S: serde::Serializer>(
+            v: &[T],
+            s: S,
+        ) -> std::result::Result<S::Ok, S::Error> {
+            match v {
+                [one] => one.serialize(s),
+                all => all.serialize(s),
+            }
+        }
+        if !self.single {
+            return self.output.serialize(s);
+        }
+        match &self.output {
+            Output::Pooled(v) => first(v, s),
+            Output::Tokens(v) => first(v, s),
+            Output::Best(v) => v.serialize(s),
+            Output::Ranked(v) => first(v, s),
+            Output::Entities(v) => first(v, s),
+        }
+    }
+}
+
+/// Limits a pipeline enforces on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Inputs per request.
+    pub max_batch: usize,
+    /// UTF-8 bytes per input (a pair counts both texts).
+    pub max_input_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            max_input_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A task bound to a loaded model.
+#[derive(Debug)]
+pub struct Pipeline {
+    task: Task,
+    model: TextModel,
+    limits: Limits,
+}
+
+impl Pipeline {
+    /// Loads `files` for `task` on the device of `options`.
+    pub fn load(task: Task, files: ModelFiles, options: &LoadOptions) -> Result<Self> {
+        Self::new(task, TextModel::load(files, options)?)
+    }
+
+    /// Binds a loaded model to a task, checking that the model has the head the task needs.
+    pub fn new(task: Task, model: TextModel) -> Result<Self> {
+        use crate::models::bert::HeadKind;
+        let needed = match task {
+            Task::FeatureExtraction => None,
+            Task::TextClassification => Some(HeadKind::SequenceClassification),
+            Task::TokenClassification => Some(HeadKind::TokenClassification),
+        };
+        if let Some(head) = needed
+            && model.head() != head
+        {
+            return Err(Error::UnsupportedTask {
+                task: task.to_string(),
+                reason: format!(
+                    "config.json declares {:?}, which has no {head:?} head",
+                    model.config().architectures
+                ),
+            });
+        }
+        Ok(Self {
+            task,
+            model,
+            limits: Limits::default(),
+        })
+    }
+
+    /// Replaces the default limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The pipeline's task.
+    pub fn task(&self) -> Task {
+        self.task
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> Device {
+        self.model.device()
+    }
+
+    /// The loaded model.
+    pub fn model(&self) -> &TextModel {
+        &self.model
+    }
+
+    /// Runs the pipeline on a batch of inputs.
+    pub fn run(&self, inputs: &[TextInput], options: &RunOptions) -> Result<Output> {
+        options.check_task(self.task)?;
+        if inputs.len() > self.limits.max_batch {
+            return Err(Error::InputTooLarge {
+                message: format!(
+                    "{} inputs in one request, the limit is {}",
+                    inputs.len(),
+                    self.limits.max_batch
+                ),
+            });
+        }
+        let batch = self
+            .model
+            .tokenize(inputs, options.max_length, self.limits.max_input_bytes)?;
+        match self.task {
+            Task::FeatureExtraction => feature_extraction::run(&self.model, &batch, options),
+            Task::TextClassification => text_classification::run(&self.model, &batch, options),
+            Task::TokenClassification => {
+                token_classification::run(&self.model, inputs, &batch, options)
+            }
+        }
+    }
+
+    /// Runs a request in the Hugging Face inference shape (`{"inputs": ..., "parameters": ...}`).
+    pub fn run_request(&self, request: &Request) -> Result<Response> {
+        Ok(Response {
+            output: self.run(request.inputs.as_slice(), &request.parameters)?,
+            single: matches!(request.inputs, Inputs::One(_)),
+        })
+    }
+}

@@ -1,0 +1,242 @@
+//! Tokenization with the `tokenizers` crate, with padding and truncation decided by the engine.
+//!
+//! Packaged `tokenizer.json` files often carry fixed padding and truncation (all-MiniLM-L6-v2's
+//! pads every input to 128 tokens). Those settings are switched off at load; the engine pads each
+//! batch to its longest sequence and truncates to the model's maximum length itself.
+
+use serde::{Deserialize, Serialize};
+use tokenizers::{Encoding, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::backend::BatchShape;
+use crate::error::{Error, Result};
+use crate::models::bert::EncoderInput;
+
+pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// One text input: a single text or a sentence pair (`text_pair` gets token type 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TextInput {
+    /// A single text.
+    Text(String),
+    /// A pair of texts, as in `{"text": "...", "text_pair": "..."}`.
+    Pair {
+        /// First segment.
+        text: String,
+        /// Second segment.
+        text_pair: String,
+    },
+}
+
+impl From<&str> for TextInput {
+    fn from(text: &str) -> Self {
+        TextInput::Text(text.to_owned())
+    }
+}
+
+impl From<String> for TextInput {
+    fn from(text: String) -> Self {
+        TextInput::Text(text)
+    }
+}
+
+impl TextInput {
+    fn len(&self) -> usize {
+        match self {
+            TextInput::Text(t) => t.len(),
+            TextInput::Pair { text, text_pair } => text.len() + text_pair.len(),
+        }
+    }
+}
+
+/// A loaded tokenizer with its padding and truncation switched off.
+#[derive(Debug)]
+pub(crate) struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    pad_id: u32,
+}
+
+/// A tokenized batch: per-text encodings (unpadded) and the padded encoder input.
+#[derive(Debug)]
+pub(crate) struct TokenizedBatch {
+    pub encodings: Vec<Encoding>,
+    pub input: EncoderInput,
+}
+
+fn tok_err(e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer {
+        message: e.to_string(),
+    }
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`. Padded positions get `pad_id`, else the tokenizer's `[PAD]`, else 0
+    /// (they are masked, so the choice only matters for bit-compatibility with references).
+    pub fn from_bytes(bytes: &[u8], pad_id: Option<u32>) -> Result<Self> {
+        let mut inner =
+            tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::InvalidJson {
+                file: TOKENIZER_FILE.to_owned(),
+                message: e.to_string(),
+            })?;
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(tok_err)?;
+        let pad_id = pad_id.or_else(|| inner.token_to_id("[PAD]")).unwrap_or(0);
+        Ok(Self { inner, pad_id })
+    }
+
+    /// Number of special tokens the post-processor adds (`[CLS] A [SEP]` = 2, pairs = 3).
+    pub fn added_tokens(&self, pair: bool) -> usize {
+        self.inner.get_post_processor().map_or(0, |p| {
+            use tokenizers::PostProcessor;
+            p.added_tokens(pair)
+        })
+    }
+
+    /// Encodes one input with special tokens and character offsets, truncated to `max_length`
+    /// tokens (special tokens included), longest segment first, like Hugging Face.
+    pub fn encode(&self, input: &TextInput, max_length: usize) -> Result<Encoding> {
+        let (first, second) = match input {
+            TextInput::Text(t) => (t.as_str(), None),
+            TextInput::Pair { text, text_pair } => (text.as_str(), Some(text_pair.as_str())),
+        };
+        let a = self
+            .inner
+            .encode_char_offsets(first, false)
+            .map_err(tok_err)?;
+        let b = second
+            .map(|t| self.inner.encode_char_offsets(t, false))
+            .transpose()
+            .map_err(tok_err)?;
+        let added = self.added_tokens(b.is_some());
+        if max_length <= added {
+            return Err(Error::invalid_input(format!(
+                "max_length {max_length} leaves no room for content after {added} special tokens"
+            )));
+        }
+        let params = TruncationParams {
+            max_length: max_length - added,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        };
+        let (a, b) = tokenizers::truncate_encodings(a, b, &params).map_err(tok_err)?;
+        self.inner.post_process(a, b, true).map_err(tok_err)
+    }
+
+    /// Encodes a batch and pads it on the right to its longest sequence.
+    pub fn encode_batch(
+        &self,
+        inputs: &[TextInput],
+        max_length: usize,
+        max_input_bytes: usize,
+    ) -> Result<TokenizedBatch> {
+        if inputs.is_empty() {
+            return Err(Error::invalid_input("no inputs given"));
+        }
+        if let Some((i, input)) = inputs
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.len() > max_input_bytes)
+        {
+            return Err(Error::InputTooLarge {
+                message: format!(
+                    "input {i} is {} bytes, the limit is {max_input_bytes}",
+                    input.len()
+                ),
+            });
+        }
+        let encodings = inputs
+            .iter()
+            .map(|input| self.encode(input, max_length))
+            .collect::<Result<Vec<_>>>()?;
+        let seq = encodings.iter().map(Encoding::len).max().unwrap_or(0);
+        let batch = encodings.len();
+        let mut ids = Vec::with_capacity(batch * seq);
+        let mut type_ids = Vec::with_capacity(batch * seq);
+        let mut mask = Vec::with_capacity(batch * seq);
+        for enc in &encodings {
+            let pad = seq - enc.len();
+            ids.extend_from_slice(enc.get_ids());
+            ids.extend(std::iter::repeat_n(self.pad_id, pad));
+            type_ids.extend_from_slice(enc.get_type_ids());
+            type_ids.extend(std::iter::repeat_n(0, pad));
+            mask.extend(std::iter::repeat_n(1, enc.len()));
+            mask.extend(std::iter::repeat_n(0, pad));
+        }
+        Ok(TokenizedBatch {
+            encodings,
+            input: EncoderInput {
+                ids,
+                type_ids,
+                mask,
+                shape: BatchShape { batch, seq },
+            },
+        })
+    }
+
+    /// Joins word pieces back into text with the tokenizer's decoder (`hell ##o` → `hello`).
+    pub fn join_tokens(&self, tokens: &[String]) -> Result<String> {
+        match self.inner.get_decoder() {
+            Some(decoder) => {
+                use tokenizers::Decoder;
+                decoder.decode(tokens.to_vec()).map_err(tok_err)
+            }
+            None => Ok(tokens.join(" ")),
+        }
+    }
+}
+
+/// One encoded input with everything a reference comparison needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Encoded {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Token strings.
+    pub tokens: Vec<String>,
+    /// Token type (segment) ids.
+    pub type_ids: Vec<u32>,
+    /// `[start, end)` in characters of the original text (of `text_pair` for its tokens).
+    pub offsets_char: Vec<(usize, usize)>,
+    /// 1 for special tokens.
+    pub special_tokens_mask: Vec<u32>,
+    /// Index of the pre-tokenized word each token comes from.
+    pub word_ids: Vec<Option<u32>>,
+}
+
+impl From<Encoding> for Encoded {
+    fn from(e: Encoding) -> Self {
+        Self {
+            ids: e.get_ids().to_vec(),
+            tokens: e.get_tokens().to_vec(),
+            type_ids: e.get_type_ids().to_vec(),
+            offsets_char: e.get_offsets().to_vec(),
+            special_tokens_mask: e.get_special_tokens_mask().to_vec(),
+            word_ids: e.get_word_ids().to_vec(),
+        }
+    }
+}
+
+/// A `tokenizer.json` loaded the way pipelines load it: its own padding and truncation off.
+#[derive(Debug)]
+pub struct Tokenizer(TextTokenizer);
+
+impl Tokenizer {
+    /// Parses `tokenizer.json`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        TextTokenizer::from_bytes(bytes, None).map(Self)
+    }
+
+    /// Encodes with special tokens, truncating to `max_length` tokens.
+    pub fn encode(&self, input: &TextInput, max_length: usize) -> Result<Encoded> {
+        self.0.encode(input, max_length).map(Encoded::from)
+    }
+
+    /// Encodes a single text without special tokens and without truncation.
+    pub fn encode_plain(&self, text: &str) -> Result<Encoded> {
+        self.0
+            .inner
+            .encode_char_offsets(text, false)
+            .map(Encoded::from)
+            .map_err(tok_err)
+    }
+}

@@ -1,0 +1,106 @@
+//! Reading `model.safetensors` into backend tensors.
+//!
+//! The file's bytes are borrowed, never copied whole: each tensor is converted to f32 (from f32,
+//! f16 or bf16) straight into the buffer handed to the backend, so at most one converted copy of
+//! the weights exists beside the file's bytes, and the host can drop the bytes right after load.
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+
+pub(crate) const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// A parsed safetensors file.
+pub(crate) struct Weights<'a> {
+    tensors: SafeTensors<'a>,
+}
+
+impl<'a> Weights<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| Error::InvalidWeights {
+            file: WEIGHTS_FILE.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Self { tensors })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.tensor(name).is_ok()
+    }
+
+    /// The shape of a tensor, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.tensor(name).ok().map(|v| v.shape().to_vec())
+    }
+
+    /// Reads a tensor as f32 data, checking its shape.
+    pub fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let full = name.to_owned();
+        let view = self
+            .tensors
+            .tensor(&full)
+            .map_err(|_| Error::MissingTensor {
+                file: WEIGHTS_FILE.to_owned(),
+                tensor: full.clone(),
+            })?;
+        if view.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                file: WEIGHTS_FILE.to_owned(),
+                tensor: full,
+                expected: shape.to_vec(),
+                found: view.shape().to_vec(),
+            });
+        }
+        let data = view.data();
+        let out: Vec<f32> = match view.dtype() {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::UnsupportedDtype {
+                    file: WEIGHTS_FILE.to_owned(),
+                    tensor: full,
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        Ok(out)
+    }
+
+    /// Reads a tensor and uploads it to the backend.
+    pub fn get<B: Backend>(&self, backend: &B, name: &str, shape: &[usize]) -> Result<B::Tensor> {
+        backend.upload(self.read(name, shape)?, shape)
+    }
+
+    /// Reads several `[rows_i, cols]` tensors and uploads them stacked along the rows, as one
+    /// tensor (the fused QKV projection).
+    pub fn get_stacked<B: Backend>(
+        &self,
+        backend: &B,
+        names: &[String],
+        rows: usize,
+        cols: usize,
+    ) -> Result<B::Tensor> {
+        let mut data = Vec::with_capacity(names.len() * rows * cols);
+        for name in names {
+            let shape: &[usize] = if cols == 1 { &[rows] } else { &[rows, cols] };
+            data.extend(self.read(name, shape)?);
+        }
+        let shape: Vec<usize> = if cols == 1 {
+            vec![names.len() * rows]
+        } else {
+            vec![names.len() * rows, cols]
+        };
+        backend.upload(data, &shape)
+    }
+}

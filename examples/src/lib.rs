@@ -1,0 +1,1 @@
+//! See the examples in this folder (`cargo run -p amphi-examples --example ...`).

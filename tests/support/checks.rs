@@ -1,0 +1,347 @@
+//! Reference-parity checks against `../shared/fixtures/golden`, written once for every host.
+//! Tolerances are those of the fixtures README, section 4.
+
+use amphi_core::Task;
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+
+use crate::hosts::Host;
+use crate::{GoldenTensor, assert_close, case_inputs, case_mask, fixture_model, golden};
+
+/// Logits, hidden states, pooled outputs of the tiny models: abs 1e-4.
+pub const TOL_TINY: f32 = 1e-4;
+/// Probabilities and pipeline scores: abs 1e-5.
+pub const TOL_PROB: f32 = 1e-5;
+/// MiniLM hidden states and mean pooling: abs 1e-4.
+pub const TOL_MINILM_HIDDEN: f32 = 1e-4;
+/// MiniLM normalized embedding: abs 1e-5.
+pub const TOL_MINILM_EMBEDDING: f32 = 1e-5;
+
+fn floats(v: &Value) -> Result<Vec<f32>> {
+    let xs: Vec<f64> = serde_json::from_value(v.clone()).context("expected a list of numbers")?;
+    Ok(xs.into_iter().map(|x| x as f32).collect())
+}
+
+/// Compares per-token vectors (`pooling: none` output, one list per input) with a golden
+/// `[batch, seq, hidden]` tensor on the positions whose attention mask is 1.
+fn check_tokens(
+    what: &str,
+    got: &Value,
+    want: &GoldenTensor,
+    mask: &[Vec<u32>],
+    tol: f32,
+) -> Result<f32> {
+    let got = got.as_array().context("expected a list per input")?;
+    ensure!(
+        got.len() == want.shape[0],
+        "{what}: {} inputs, expected {}",
+        got.len(),
+        want.shape[0]
+    );
+    let hidden = want.shape[2];
+    let mut worst = 0f32;
+    for (b, tokens) in got.iter().enumerate() {
+        let tokens = tokens
+            .as_array()
+            .context("expected a list of token vectors")?;
+        let real = mask[b].iter().filter(|&&m| m == 1).count();
+        ensure!(
+            tokens.len() == real,
+            "{what}[{b}]: {} tokens, expected {real}",
+            tokens.len()
+        );
+        for (t, vector) in tokens.iter().enumerate() {
+            let start = (b * want.shape[1] + t) * hidden;
+            let d = assert_close(
+                &format!("{what}[{b}][{t}]"),
+                &floats(vector)?,
+                &want.data[start..start + hidden],
+                tol,
+            )?;
+            worst = worst.max(d);
+        }
+    }
+    Ok(worst)
+}
+
+/// tiny-bert: `last_hidden_state` of every case through `feature-extraction` with no pooling.
+pub fn tiny_bert_hidden_states(host: &dyn Host) -> Result<()> {
+    let g = golden("tiny-bert.json")?;
+    let model = fixture_model("tiny-bert");
+    for case in g["cases"].as_array().context("cases")? {
+        let name = case["name"].as_str().unwrap_or("?");
+        let inputs = case_inputs(case)?;
+        let request =
+            json!({"inputs": inputs, "parameters": {"pooling": "none", "normalize": false}});
+        let got = host.run(Task::FeatureExtraction, &model, &request)?;
+        let want = GoldenTensor::parse(&case["outputs"]["last_hidden_state"])?;
+        check_tokens(
+            &format!("{}: tiny-bert {name} last_hidden_state", host.name()),
+            &got,
+            &want,
+            &case_mask(case)?,
+            TOL_TINY,
+        )?;
+    }
+    Ok(())
+}
+
+/// tiny-bert-seqcls: raw logits (`function_to_apply: none`), softmax probabilities for every label,
+/// and the default top-1 output, for every case.
+pub fn tiny_seqcls(host: &dyn Host) -> Result<()> {
+    let g = golden("tiny-bert-seqcls.json")?;
+    let model = fixture_model("tiny-bert-seqcls");
+    let id2label: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(g["id2label"].clone())?;
+    let label_index = |label: &str| {
+        id2label
+            .iter()
+            .find(|(_, l)| l.as_str() == label)
+            .and_then(|(i, _)| i.parse::<usize>().ok())
+    };
+    for case in g["cases"].as_array().context("cases")? {
+        let name = case["name"].as_str().unwrap_or("?");
+        let what = format!("{}: seqcls {name}", host.name());
+        let inputs = case_inputs(case)?;
+        let out = &case["outputs"];
+
+        // Raw logits, in label-id order.
+        let raw = host.run(
+            Task::TextClassification,
+            &model,
+            &json!({"inputs": inputs, "parameters": {"top_k": null, "function_to_apply": "none"}}),
+        )?;
+        let logits = GoldenTensor::parse(&out["logits"])?;
+        for (b, ranked) in raw.as_array().context("list per input")?.iter().enumerate() {
+            let mut by_id = vec![f32::NAN; logits.shape[1]];
+            for item in ranked.as_array().context("ranked labels")? {
+                let label = item["label"].as_str().context("label")?;
+                let i = label_index(label).with_context(|| format!("unknown label {label}"))?;
+                by_id[i] = item["score"].as_f64().context("score")? as f32;
+            }
+            assert_close(
+                &format!("{what} logits[{b}]"),
+                &by_id,
+                logits.row(b),
+                TOL_TINY,
+            )?;
+        }
+
+        // All labels, sorted (transformers `top_k=None`).
+        let all = host.run(
+            Task::TextClassification,
+            &model,
+            &json!({"inputs": inputs, "parameters": {"top_k": null}}),
+        )?;
+        compare_label_lists(&what, &all, &out["pipeline_all_labels"])?;
+
+        // Default: best label per input.
+        let top1 = host.run(Task::TextClassification, &model, &json!({"inputs": inputs}))?;
+        compare_label_lists(&what, &json!([top1]), &json!([out["pipeline_top1"]]))?;
+    }
+    Ok(())
+}
+
+fn compare_label_lists(what: &str, got: &Value, want: &Value) -> Result<()> {
+    let (got, want) = (
+        got.as_array().context("list")?,
+        want.as_array().context("golden list")?,
+    );
+    ensure!(
+        got.len() == want.len(),
+        "{what}: {} results, expected {}",
+        got.len(),
+        want.len()
+    );
+    for (g, w) in got.iter().zip(want) {
+        if let (Some(g), Some(w)) = (g.as_array(), w.as_array()) {
+            compare_label_lists(what, &Value::Array(g.clone()), &Value::Array(w.clone()))?;
+            continue;
+        }
+        ensure!(
+            g["label"] == w["label"],
+            "{what}: label {} vs expected {}",
+            g["label"],
+            w["label"]
+        );
+        let (gs, ws) = (
+            g["score"].as_f64().context("score")?,
+            w["score"].as_f64().context("score")?,
+        );
+        ensure!(
+            (gs - ws).abs() as f32 <= TOL_PROB,
+            "{what}: score {gs} vs expected {ws} (tolerance {TOL_PROB:e})"
+        );
+    }
+    Ok(())
+}
+
+/// Compares entity lists: every field exact except `score` (abs 1e-5).
+fn compare_entities(what: &str, got: &Value, want: &Value) -> Result<()> {
+    let (got, want) = (
+        got.as_array().context("list")?,
+        want.as_array().context("golden list")?,
+    );
+    ensure!(
+        got.len() == want.len(),
+        "{what}: {} entities, expected {}:\n got {got:?}\nwant {want:?}",
+        got.len(),
+        want.len()
+    );
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if g.is_array() {
+            compare_entities(&format!("{what}[{i}]"), g, w)?;
+            continue;
+        }
+        let (g, w) = (
+            g.as_object().context("entity")?,
+            w.as_object().context("entity")?,
+        );
+        ensure!(
+            g.keys().collect::<Vec<_>>() == w.keys().collect::<Vec<_>>(),
+            "{what}[{i}]: fields {:?}, expected {:?}",
+            g.keys(),
+            w.keys()
+        );
+        for (k, wv) in w {
+            let gv = &g[k];
+            if k == "score" {
+                let (a, b) = (gv.as_f64().context("score")?, wv.as_f64().context("score")?);
+                ensure!(
+                    (a - b).abs() as f32 <= TOL_PROB,
+                    "{what}[{i}].score {a} vs {b}"
+                );
+            } else {
+                ensure!(gv == wv, "{what}[{i}].{k}: {gv} vs expected {wv}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// tiny-bert-tokcls: `aggregation_strategy` none and simple for every single-text case, and the
+/// argmax label and probability of every token (`ignore_labels: []`).
+pub fn tiny_tokcls(host: &dyn Host) -> Result<()> {
+    let g = golden("tiny-bert-tokcls.json")?;
+    let model = fixture_model("tiny-bert-tokcls");
+    for case in g["cases"].as_array().context("cases")? {
+        if case.get("text_pairs").is_some() {
+            continue; // token classification takes single texts; the pair's logits are checked natively
+        }
+        let name = case["name"].as_str().unwrap_or("?");
+        let what = format!("{}: tokcls {name}", host.name());
+        let inputs = case_inputs(case)?;
+        let out = &case["outputs"];
+        for (strategy, key) in [
+            ("none", "pipeline_aggregation_none"),
+            ("simple", "pipeline_aggregation_simple"),
+        ] {
+            let got = host.run(
+                Task::TokenClassification,
+                &model,
+                &json!({"inputs": inputs, "parameters": {"aggregation_strategy": strategy}}),
+            )?;
+            compare_entities(&format!("{what} {strategy}"), &got, &out[key])?;
+        }
+
+        // Every non-special token: argmax label and its probability.
+        let all = host.run(
+            Task::TokenClassification,
+            &model,
+            &json!({"inputs": inputs, "parameters": {"ignore_labels": []}}),
+        )?;
+        let probs = GoldenTensor::parse(&out["probabilities"])?;
+        let labels: Vec<Vec<String>> = serde_json::from_value(out["predicted_labels"].clone())?;
+        let special: Vec<Vec<u32>> = serde_json::from_value(case["special_tokens_mask"].clone())?;
+        let mask = case_mask(case)?;
+        let n_labels = probs.shape[2];
+        for (b, entities) in all.as_array().context("list per input")?.iter().enumerate() {
+            let entities = entities.as_array().context("entities")?;
+            let expected: Vec<usize> = (0..mask[b].len())
+                .filter(|&t| mask[b][t] == 1 && special[b][t] == 0)
+                .collect();
+            ensure!(
+                entities.len() == expected.len(),
+                "{what}[{b}]: {} tokens, expected {}",
+                entities.len(),
+                expected.len()
+            );
+            for (e, &t) in entities.iter().zip(&expected) {
+                ensure!(
+                    e["index"] == json!(t),
+                    "{what}[{b}]: index {} vs {t}",
+                    e["index"]
+                );
+                ensure!(
+                    e["entity"] == json!(labels[b][t]),
+                    "{what}[{b}][{t}]: {} vs {}",
+                    e["entity"],
+                    labels[b][t]
+                );
+                let row = (b * probs.shape[1] + t) * n_labels;
+                let best = probs.data[row..row + n_labels]
+                    .iter()
+                    .copied()
+                    .fold(f32::MIN, f32::max);
+                let score = e["score"].as_f64().context("score")? as f32;
+                ensure!(
+                    (score - best).abs() <= TOL_PROB,
+                    "{what}[{b}][{t}]: score {score} vs {best}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// all-MiniLM-L6-v2: the sentence-transformers default (mean pooling + normalize, from the
+/// model folder), mean pooling without normalization, and the hidden states.
+pub fn minilm(host: &dyn Host, model: &std::path::Path) -> Result<()> {
+    let g = golden("minilm-hello-world.json")?;
+    for case in g["cases"].as_array().context("cases")? {
+        let name = case["name"].as_str().unwrap_or("?");
+        let what = format!("{}: minilm {name}", host.name());
+        let texts: Vec<String> = serde_json::from_value(case["texts"].clone())?;
+
+        let embedding = GoldenTensor::parse(&case["embedding"])?;
+        let got = host.run(Task::FeatureExtraction, model, &json!({"inputs": texts}))?;
+        for (b, v) in got.as_array().context("list per input")?.iter().enumerate() {
+            assert_close(
+                &format!("{what} embedding[{b}]"),
+                &floats(v)?,
+                embedding.row(b),
+                TOL_MINILM_EMBEDDING,
+            )?;
+        }
+
+        let pooled = GoldenTensor::parse(&case["mean_pooled"])?;
+        let got = host.run(
+            Task::FeatureExtraction,
+            model,
+            &json!({"inputs": texts, "parameters": {"pooling": "mean", "normalize": false}}),
+        )?;
+        for (b, v) in got.as_array().context("list per input")?.iter().enumerate() {
+            assert_close(
+                &format!("{what} mean_pooled[{b}]"),
+                &floats(v)?,
+                pooled.row(b),
+                TOL_MINILM_HIDDEN,
+            )?;
+        }
+
+        let hidden = GoldenTensor::parse(&case["last_hidden_state"])?;
+        let got = host.run(
+            Task::FeatureExtraction,
+            model,
+            &json!({"inputs": texts, "parameters": {"pooling": "none", "normalize": false}}),
+        )?;
+        check_tokens(
+            &format!("{what} last_hidden_state"),
+            &got,
+            &hidden,
+            &case_mask(case)?,
+            TOL_MINILM_HIDDEN,
+        )?;
+    }
+    Ok(())
+}

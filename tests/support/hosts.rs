@@ -1,0 +1,66 @@
+//! The ways a test can run a pipeline. Each check in [`crate::checks`] is written once against
+//! [`Host`] and runs on every host: natively now; through the wasm artifact and over HTTP as
+//! those hosts land.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use amphi_core::{Device, LoadOptions, Pipeline, Request, Task};
+use anyhow::Result;
+use serde_json::Value;
+
+/// Something that runs `{"inputs": ..., "parameters": ...}` requests and returns pipeline JSON.
+pub trait Host {
+    /// A name for failure messages.
+    fn name(&self) -> String;
+    /// Runs one request for `task` on the model folder `model`.
+    fn run(&self, task: Task, model: &Path, request: &Value) -> Result<Value>;
+}
+
+/// The engine linked in-process, with pipelines cached per (task, model).
+#[derive(Debug)]
+pub struct Native {
+    device: Device,
+    cache: Mutex<HashMap<(Task, PathBuf), std::sync::Arc<Pipeline>>>,
+}
+
+impl Native {
+    pub fn new(device: Device) -> Self {
+        Self {
+            device,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn pipeline(&self, task: Task, model: &Path) -> Result<std::sync::Arc<Pipeline>> {
+        let key = (task, model.to_path_buf());
+        if let Some(p) = self.cache.lock().expect("cache lock").get(&key) {
+            return Ok(p.clone());
+        }
+        let options = LoadOptions {
+            device: self.device,
+            ..LoadOptions::default()
+        };
+        let pipeline =
+            std::sync::Arc::new(Pipeline::load(task, crate::model_files(model)?, &options)?);
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+}
+
+impl Host for Native {
+    fn name(&self) -> String {
+        format!("native/{}", self.device)
+    }
+
+    fn run(&self, task: Task, model: &Path, request: &Value) -> Result<Value> {
+        let request: Request = serde_json::from_value(request.clone())?;
+        Ok(serde_json::to_value(
+            self.pipeline(task, model)?.run_request(&request)?,
+        )?)
+    }
+}

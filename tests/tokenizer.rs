@@ -1,0 +1,23 @@
+//! Tokenizer parity with `golden/tokenizer-minilm.json`, natively. The same test body runs
+//! inside wasm32 through `tests/wasm-harness` (see `tests/wasm/tokenizer.test.mjs`).
+
+use amphi_tests::{fixtures, minilm_dir, tokenizer_parity};
+use anyhow::{Result, ensure};
+
+#[test]
+fn minilm_tokenizer_matches_reference() -> Result<()> {
+    let tokenizer = std::fs::read(minilm_dir().join("tokenizer.json"))?;
+    let golden = std::fs::read(fixtures().join("golden/tokenizer-minilm.json"))?;
+    let report = tokenizer_parity::run(&tokenizer, &golden).map_err(anyhow::Error::msg)?;
+    ensure!(
+        report.checked == 62 * 2 + 5,
+        "checked {} encodings, expected 129",
+        report.checked
+    );
+    ensure!(
+        report.failures.is_empty(),
+        "mismatches:\n{}",
+        report.failures.join("\n")
+    );
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! A wasm32-unknown-unknown module that runs the shared tokenizer parity test body
+//! (`tests/support/tokenizer_parity.rs`) inside WebAssembly. `tests/wasm/tokenizer.test.mjs`
+//! instantiates it under Node with one import, `amphi_host.random_fill`, and checks the report.
+//!
+//! ABI (all sizes in bytes, pointers into the module's memory):
+//! - `harness_alloc(len) -> ptr`: a buffer the host writes an input into (leaked; test-only).
+//! - `harness_tokenizer_parity(tok_ptr, tok_len, golden_ptr, golden_len) -> failures`
+//!   (`-1` if the inputs could not be read); the report is at `harness_report_ptr/len`.
+
+#[path = "../../support/tokenizer_parity.rs"]
+mod parity;
+
+use std::cell::RefCell;
+
+thread_local! {
+    static REPORT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Allocates `len` bytes for the host to write an input into.
+#[unsafe(no_mangle)]
+pub extern "C" fn harness_alloc(len: usize) -> *mut u8 {
+    let mut buf = vec![0u8; len].into_boxed_slice();
+    let ptr = buf.as_mut_ptr();
+    std::mem::forget(buf);
+    ptr
+}
+
+/// Runs the parity check on two host-written buffers.
+///
+/// # Safety
+/// Both ranges must lie in buffers returned by [`harness_alloc`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn harness_tokenizer_parity(
+    tok: *const u8,
+    tok_len: usize,
+    golden: *const u8,
+    golden_len: usize,
+) -> i32 {
+    // SAFETY: the caller passes buffers it wrote through `harness_alloc`.
+    let (tok, golden) = unsafe {
+        (
+            std::slice::from_raw_parts(tok, tok_len),
+            std::slice::from_raw_parts(golden, golden_len),
+        )
+    };
+    let (code, report) = match parity::run(tok, golden) {
+        Ok(r) => (
+            r.failures.len() as i32,
+            serde_json::json!({"checked": r.checked, "failures": r.failures}),
+        ),
+        Err(e) => (-1, serde_json::json!({"error": e})),
+    };
+    REPORT.with(|cell| *cell.borrow_mut() = report.to_string().into_bytes());
+    code
+}
+
+/// Pointer to the last report (JSON).
+#[unsafe(no_mangle)]
+pub extern "C" fn harness_report_ptr() -> *const u8 {
+    REPORT.with(|cell| cell.borrow().as_ptr())
+}
+
+/// Length of the last report.
+#[unsafe(no_mangle)]
+pub extern "C" fn harness_report_len() -> usize {
+    REPORT.with(|cell| cell.borrow().len())
+}
+
+#[cfg(target_arch = "wasm32")]
+mod host {
+    #[link(wasm_import_module = "amphi_host")]
+    unsafe extern "C" {
+        /// Fills `len` bytes at `ptr` with random bytes; returns 0 on success.
+        fn random_fill(ptr: *mut u8, len: usize) -> i32;
+    }
+
+    /// getrandom 0.3's custom backend (selected by `.cargo/config.toml`): randomness comes from
+    /// the host, like every other host service.
+    ///
+    /// # Safety
+    /// `dest` must be valid for `len` bytes.
+    #[unsafe(no_mangle)]
+    unsafe extern "Rust" fn __getrandom_v03_custom(
+        dest: *mut u8,
+        len: usize,
+    ) -> Result<(), getrandom::Error> {
+        // SAFETY: forwarded from getrandom, which guarantees `dest` is valid for `len` bytes.
+        match unsafe { random_fill(dest, len) } {
+            0 => Ok(()),
+            _ => Err(getrandom::Error::UNSUPPORTED),
+        }
+    }
+}
