@@ -54,6 +54,19 @@ pub fn minilm_dir() -> PathBuf {
     dir
 }
 
+/// `target/amphi.wasm` (or `$AMPHI_WASM`). Panics with the build command when it is missing.
+pub fn artifact_path() -> PathBuf {
+    let path = std::env::var_os("AMPHI_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/amphi.wasm"));
+    assert!(
+        path.is_file(),
+        "{} not found: run `cargo xtask artifact` first (or set AMPHI_WASM)",
+        path.display()
+    );
+    path
+}
+
 /// A fixture model folder by name (`tiny-bert`, ...).
 pub fn fixture_model(name: &str) -> PathBuf {
     fixtures().join("models").join(name)

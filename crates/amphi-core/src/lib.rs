@@ -33,7 +33,7 @@ mod weights;
 
 pub use error::{Error, Result};
 pub use files::ModelFiles;
-pub use model::{Device, LoadOptions, Pooling, RawOutput, RawTensor, TextModel};
+pub use model::{Device, EmbeddingDefaults, LoadOptions, Pooling, RawOutput, RawTensor, TextModel};
 pub use models::bert::Config as BertConfig;
 pub use pipelines::{
     Aggregation, ClassifierFunction, Entity, Inputs, LabelScore, Limits, Output, Pipeline, Request,

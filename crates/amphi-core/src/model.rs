@@ -11,6 +11,7 @@ use crate::backend::{Backend, Reduce};
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
 use crate::models::bert::{self, Bert, CONFIG_FILE, Config, Encoded, HeadKind};
+use crate::pipelines::Task;
 use crate::tokenizer::{TOKENIZER_FILE, TextInput, TextTokenizer, TokenizedBatch};
 use crate::weights::{WEIGHTS_FILE, Weights};
 
@@ -96,10 +97,12 @@ enum Engine {
     Cpu(Bert<Cpu>),
 }
 
-/// Defaults declared by a sentence-transformers model folder.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct EmbeddingDefaults {
+/// Defaults declared by a sentence-transformers model folder (`modules.json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EmbeddingDefaults {
+    /// The pooling of its `Pooling` module, if it has one.
     pub pooling: Option<Pooling>,
+    /// Whether it has a `Normalize` module.
     pub normalize: bool,
 }
 
@@ -271,13 +274,25 @@ impl TextModel {
         }
     }
 
+    /// The tasks this model can run: `feature-extraction` always, plus its head's task.
+    pub fn tasks(&self) -> Vec<Task> {
+        let mut tasks = vec![Task::FeatureExtraction];
+        match self.head() {
+            HeadKind::None => {}
+            HeadKind::SequenceClassification => tasks.push(Task::TextClassification),
+            HeadKind::TokenClassification => tasks.push(Task::TokenClassification),
+        }
+        tasks
+    }
+
     pub(crate) fn head(&self) -> HeadKind {
         match &self.engine {
             Engine::Cpu(m) => m.head(),
         }
     }
 
-    pub(crate) fn embedding_defaults(&self) -> EmbeddingDefaults {
+    /// The sentence-embedding defaults the model folder declares.
+    pub fn embedding_defaults(&self) -> EmbeddingDefaults {
         self.embedding
     }
 

@@ -1,6 +1,6 @@
 //! A wasm32-unknown-unknown module that runs the shared tokenizer parity test body
 //! (`tests/support/tokenizer_parity.rs`) inside WebAssembly. `tests/wasm/tokenizer.test.mjs`
-//! instantiates it under Node with one import, `amphi_host.random_fill`, and checks the report.
+//! instantiates it under Node with the `amphi_host` imports and checks the report.
 //!
 //! ABI (all sizes in bytes, pointers into the module's memory):
 //! - `harness_alloc(len) -> ptr`: a buffer the host writes an input into (leaked; test-only).
@@ -66,28 +66,6 @@ pub extern "C" fn harness_report_len() -> usize {
     REPORT.with(|cell| cell.borrow().len())
 }
 
-#[cfg(target_arch = "wasm32")]
-mod host {
-    #[link(wasm_import_module = "amphi_host")]
-    unsafe extern "C" {
-        /// Fills `len` bytes at `ptr` with random bytes; returns 0 on success.
-        fn random_fill(ptr: *mut u8, len: usize) -> i32;
-    }
-
-    /// getrandom 0.3's custom backend (selected by `.cargo/config.toml`): randomness comes from
-    /// the host, like every other host service.
-    ///
-    /// # Safety
-    /// `dest` must be valid for `len` bytes.
-    #[unsafe(no_mangle)]
-    unsafe extern "Rust" fn __getrandom_v03_custom(
-        dest: *mut u8,
-        len: usize,
-    ) -> Result<(), getrandom::Error> {
-        // SAFETY: forwarded from getrandom, which guarantees `dest` is valid for `len` bytes.
-        match unsafe { random_fill(dest, len) } {
-            0 => Ok(()),
-            _ => Err(getrandom::Error::UNSUPPORTED),
-        }
-    }
-}
+// Randomness (getrandom's custom backend) and the panic hook come from the artifact crate, so the
+// harness links the same `amphi_host` shim as `amphi.wasm`.
+use amphi_wasm as _;

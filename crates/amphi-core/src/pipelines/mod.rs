@@ -8,6 +8,8 @@ mod feature_extraction;
 mod text_classification;
 mod token_classification;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
@@ -210,6 +212,7 @@ impl Output {
         serde_json::to_value(Response {
             output: self.clone(),
             single,
+            tokens: 0,
         })
         .unwrap_or(serde_json::Value::Null)
     }
@@ -225,6 +228,8 @@ pub struct Response {
     pub output: Output,
     /// Whether the request had a single input (not a list).
     pub single: bool,
+    /// Tokens processed (special tokens included, padding excluded): usage accounting.
+    pub tokens: usize,
 }
 
 impl Serialize for Response {
@@ -269,36 +274,34 @@ impl Default for Limits {
     }
 }
 
-/// A task bound to a loaded model.
-#[derive(Debug)]
+/// A task bound to a loaded model. Cheap to create and clone: the model is shared.
+#[derive(Debug, Clone)]
 pub struct Pipeline {
     task: Task,
-    model: TextModel,
+    model: Arc<TextModel>,
     limits: Limits,
 }
 
 impl Pipeline {
     /// Loads `files` for `task` on the device of `options`.
     pub fn load(task: Task, files: ModelFiles, options: &LoadOptions) -> Result<Self> {
-        Self::new(task, TextModel::load(files, options)?)
+        Self::new(task, Arc::new(TextModel::load(files, options)?))
     }
 
     /// Binds a loaded model to a task, checking that the model has the head the task needs.
-    pub fn new(task: Task, model: TextModel) -> Result<Self> {
-        use crate::models::bert::HeadKind;
-        let needed = match task {
-            Task::FeatureExtraction => None,
-            Task::TextClassification => Some(HeadKind::SequenceClassification),
-            Task::TokenClassification => Some(HeadKind::TokenClassification),
-        };
-        if let Some(head) = needed
-            && model.head() != head
-        {
+    pub fn new(task: Task, model: Arc<TextModel>) -> Result<Self> {
+        if !model.tasks().contains(&task) {
             return Err(Error::UnsupportedTask {
                 task: task.to_string(),
                 reason: format!(
-                    "config.json declares {:?}, which has no {head:?} head",
-                    model.config().architectures
+                    "config.json declares {:?}; this model supports {}",
+                    model.config().architectures,
+                    model
+                        .tasks()
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         }
@@ -332,6 +335,10 @@ impl Pipeline {
 
     /// Runs the pipeline on a batch of inputs.
     pub fn run(&self, inputs: &[TextInput], options: &RunOptions) -> Result<Output> {
+        self.run_counted(inputs, options).map(|(output, _)| output)
+    }
+
+    fn run_counted(&self, inputs: &[TextInput], options: &RunOptions) -> Result<(Output, usize)> {
         options.check_task(self.task)?;
         if inputs.len() > self.limits.max_batch {
             return Err(Error::InputTooLarge {
@@ -345,20 +352,24 @@ impl Pipeline {
         let batch = self
             .model
             .tokenize(inputs, options.max_length, self.limits.max_input_bytes)?;
-        match self.task {
+        let tokens = batch.encodings.iter().map(|e| e.len()).sum();
+        let output = match self.task {
             Task::FeatureExtraction => feature_extraction::run(&self.model, &batch, options),
             Task::TextClassification => text_classification::run(&self.model, &batch, options),
             Task::TokenClassification => {
                 token_classification::run(&self.model, inputs, &batch, options)
             }
-        }
+        }?;
+        Ok((output, tokens))
     }
 
     /// Runs a request in the Hugging Face inference shape (`{"inputs": ..., "parameters": ...}`).
     pub fn run_request(&self, request: &Request) -> Result<Response> {
+        let (output, tokens) = self.run_counted(request.inputs.as_slice(), &request.parameters)?;
         Ok(Response {
-            output: self.run(request.inputs.as_slice(), &request.parameters)?,
+            output,
             single: matches!(request.inputs, Inputs::One(_)),
+            tokens,
         })
     }
 }

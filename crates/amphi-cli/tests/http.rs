@@ -1,0 +1,491 @@
+//! The HTTP API of `amphi serve`, as a client sees it: a real server process on loopback, a real
+//! HTTP client. One server serves every scenario in order (loading models once).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use amphi_core::Task;
+use amphi_tests::hosts::Host;
+use amphi_tests::{
+    GoldenTensor, artifact_path, assert_close, checks, fixture_model, golden, minilm_dir,
+};
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Result<Server> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_amphi"));
+    cmd.args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--debug-endpoints",
+        "--deadline-ms",
+        "4000",
+    ])
+    .args([
+        "--instances",
+        "2",
+        "--max-waiting",
+        "10",
+        "--max-inputs",
+        "64",
+    ])
+    .arg("--artifact")
+    .arg(artifact_path())
+    .arg("--model")
+    .arg(format!("all-MiniLM-L6-v2={}", minilm_dir().display()));
+    for name in ["tiny-bert", "tiny-bert-seqcls", "tiny-bert-tokcls"] {
+        cmd.arg("--model")
+            .arg(format!("{name}={}", fixture_model(name).display()));
+    }
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("amphi serving on ") {
+                let _ = tx.send(addr.to_owned());
+            }
+            sink.lock().expect("logs").push(line);
+        }
+    });
+    let base = match rx.recv_timeout(Duration::from_secs(240)) {
+        Ok(base) => base,
+        Err(_) => bail!(
+            "server did not start:\n{}",
+            logs.lock().expect("logs").join("\n")
+        ),
+    };
+    Ok(Server { child, base, logs })
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Result<Value> {
+        serde_json::from_slice(&self.body)
+            .with_context(|| String::from_utf8_lossy(&self.body).into_owned())
+    }
+
+    fn error_code(&self) -> Result<String> {
+        Ok(self.json()?["error"]["code"]
+            .as_str()
+            .context("error.code")?
+            .to_owned())
+    }
+}
+
+impl Server {
+    fn post(&self, path: &str, body: impl AsRef<[u8]>) -> Result<Reply> {
+        let mut r = agent()
+            .post(format!("{}{path}", self.base))
+            .content_type("application/json")
+            .send(body.as_ref())?;
+        Ok(Reply {
+            status: r.status().as_u16(),
+            body: r.body_mut().with_config().limit(64 << 20).read_to_vec()?,
+        })
+    }
+
+    fn get(&self, path: &str) -> Result<Reply> {
+        let mut r = agent().get(format!("{}{path}", self.base)).call()?;
+        Ok(Reply {
+            status: r.status().as_u16(),
+            body: r.body_mut().with_config().limit(64 << 20).read_to_vec()?,
+        })
+    }
+
+    fn expect(&self, reply: Reply, status: u16, code: &str) -> Result<()> {
+        ensure!(
+            reply.status == status,
+            "expected {status}, got {}: {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        );
+        ensure!(
+            reply.error_code()? == code,
+            "code {} vs {code}",
+            reply.error_code()?
+        );
+        Ok(())
+    }
+}
+
+/// The pipelines endpoint as a [`Host`]: models are addressed by their folder name.
+impl Host for Server {
+    fn name(&self) -> String {
+        "http".into()
+    }
+
+    fn run(&self, task: Task, model: &Path, request: &Value) -> Result<Value> {
+        let name = if model == minilm_dir() {
+            "all-MiniLM-L6-v2".to_owned()
+        } else {
+            model
+                .file_name()
+                .context("name")?
+                .to_string_lossy()
+                .into_owned()
+        };
+        let reply = self.post(
+            &format!("/v1/pipelines/{}?model={name}", task.as_str()),
+            serde_json::to_vec(request)?,
+        )?;
+        ensure!(
+            reply.status == 200,
+            "{}: {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()
+    }
+}
+
+fn golden_embedding(case: usize) -> Result<GoldenTensor> {
+    GoldenTensor::parse(&golden("minilm-hello-world.json")?["cases"][case]["embedding"])
+}
+
+fn embeddings(server: &Server) -> Result<()> {
+    let reply = server.post(
+        "/v1/embeddings",
+        json!({"input": "hello world", "model": "all-MiniLM-L6-v2"}).to_string(),
+    )?;
+    ensure!(
+        reply.status == 200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let body = reply.json()?;
+    ensure!(body["object"] == "list" && body["model"] == "all-MiniLM-L6-v2");
+    ensure!(
+        body["usage"]["prompt_tokens"] == 4,
+        "usage {}",
+        body["usage"]
+    );
+    let got: Vec<f32> = serde_json::from_value(body["data"][0]["embedding"].clone())?;
+    assert_close("http embedding", &got, &golden_embedding(0)?.data, 1e-5)?;
+
+    // Batch, base64 (little-endian f32), default model.
+    let texts = golden("minilm-hello-world.json")?["cases"][1]["texts"].clone();
+    let reply = server.post(
+        "/v1/embeddings",
+        json!({"input": texts, "encoding_format": "base64"}).to_string(),
+    )?;
+    let body = reply.json()?;
+    let want = golden_embedding(1)?;
+    for (i, item) in body["data"].as_array().context("data")?.iter().enumerate() {
+        ensure!(item["index"] == i);
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(item["embedding"].as_str().context("b64")?)?;
+        let v: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_close("http base64 embedding", &v, want.row(i), 1e-5)?;
+    }
+    Ok(())
+}
+
+fn models_health_metrics_artifact(server: &Server) -> Result<()> {
+    let models = server.get("/v1/models")?.json()?;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .context("data")?
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    ensure!(
+        ids == [
+            "all-MiniLM-L6-v2",
+            "tiny-bert",
+            "tiny-bert-seqcls",
+            "tiny-bert-tokcls"
+        ],
+        "{ids:?}"
+    );
+    ensure!(models["data"][2]["tasks"] == json!(["feature-extraction", "text-classification"]));
+
+    // The served module is the artifact, byte for byte.
+    let on_disk = amphi_serve::Artifact::read(&artifact_path())?;
+    let health = server.get("/healthz")?.json()?;
+    ensure!(health["status"] == "ok");
+    ensure!(
+        health["artifact_sha256"] == on_disk.sha256.as_str(),
+        "{} vs {}",
+        health["artifact_sha256"],
+        on_disk.sha256
+    );
+    let served = server.get("/amphi.wasm")?;
+    ensure!(
+        served.status == 200 && served.body == *on_disk.bytes,
+        "served bytes differ from target/amphi.wasm"
+    );
+
+    let metrics = String::from_utf8(server.get("/metrics")?.body)?;
+    for needle in [
+        "amphi_requests_total{route=\"/v1/embeddings\",status=\"200\"}",
+        "amphi_request_duration_seconds_bucket{route=\"/v1/embeddings\",le=\"+Inf\"}",
+        "amphi_instances{state=\"idle\"}",
+        "amphi_info{artifact_sha256=",
+        "device=\"cpu\"",
+        "amphi_tokens_total",
+    ] {
+        ensure!(
+            metrics.contains(needle),
+            "metrics lack {needle}:\n{metrics}"
+        );
+    }
+    Ok(())
+}
+
+fn error_codes(server: &Server) -> Result<()> {
+    server.expect(
+        server.post("/v1/embeddings", "{not json")?,
+        400,
+        "invalid_json",
+    )?;
+    server.expect(
+        server.post("/v1/embeddings", r#"{"model": "all-MiniLM-L6-v2"}"#)?,
+        400,
+        "invalid_json",
+    )?;
+    server.expect(
+        server.post("/v1/embeddings", r#"{"input": [1, 2, 3]}"#)?,
+        400,
+        "invalid_input",
+    )?;
+    server.expect(
+        server.post(
+            "/v1/embeddings",
+            r#"{"input": "x", "encoding_format": "int8"}"#,
+        )?,
+        400,
+        "invalid_input",
+    )?;
+    server.expect(
+        server.post("/v1/embeddings", r#"{"input": []}"#)?,
+        400,
+        "invalid_input",
+    )?;
+    server.expect(
+        server.post("/v1/embeddings", r#"{"input": "x", "model": "gpt-9"}"#)?,
+        404,
+        "model_not_found",
+    )?;
+    server.expect(server.get("/v1/nothing")?, 404, "not_found")?;
+    server.expect(
+        server.post("/v1/pipelines/summarization", r#"{"inputs": "x"}"#)?,
+        404,
+        "not_found",
+    )?;
+    // Task the model has no head for; unknown option; engine-side limits.
+    server.expect(
+        server.post(
+            "/v1/pipelines/text-classification?model=tiny-bert",
+            r#"{"inputs": "x"}"#,
+        )?,
+        400,
+        "unsupported_task",
+    )?;
+    server.expect(
+        server.post(
+            "/v1/pipelines/feature-extraction",
+            r#"{"inputs": "x", "parameters": {"poolin": "mean"}}"#,
+        )?,
+        400,
+        "invalid_input",
+    )?;
+    let many: Vec<String> = (0..65).map(|i| i.to_string()).collect();
+    server.expect(
+        server.post("/v1/embeddings", json!({"input": many}).to_string())?,
+        413,
+        "input_too_large",
+    )?;
+    let huge = "x".repeat(3 << 20);
+    server.expect(
+        server.post("/v1/embeddings", json!({"input": huge}).to_string())?,
+        413,
+        "payload_too_large",
+    )?;
+    Ok(())
+}
+
+fn traps_never_take_the_server_down(server: &Server) -> Result<()> {
+    let reply = server.post("/debug/spin", "")?;
+    server.expect(reply, 504, "deadline_exceeded")?;
+    let reply = server.post("/debug/panic", "")?;
+    ensure!(reply.status == 500, "{}", reply.status);
+    let body = reply.json()?;
+    ensure!(body["error"]["code"] == "internal_error");
+    ensure!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("amphi_debug_panic called"),
+        "{body}"
+    );
+    // The next request succeeds (the trapped instances are rebuilt in the background).
+    for _ in 0..3 {
+        let reply = server.post("/v1/embeddings", r#"{"input": "hello world"}"#)?;
+        ensure!(
+            reply.status == 200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+    let health = server.get("/healthz")?.json()?;
+    ensure!(
+        health["instances"]["restarts"].as_u64() >= Some(2),
+        "{health}"
+    );
+    Ok(())
+}
+
+fn overload_gives_429(server: &Server) -> Result<()> {
+    // 2 instances + 10 waiting slots: of 16 simultaneous runaway requests, some are refused at
+    // once (429), the running ones hit the deadline (504), the waiting ones may time out (503).
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let base = server.base.clone();
+            std::thread::spawn(move || -> Result<(u16, String)> {
+                let mut r = agent().post(format!("{base}/debug/spin")).send("")?;
+                let status = r.status().as_u16();
+                let body: Value =
+                    serde_json::from_slice(&r.body_mut().read_to_vec()?).unwrap_or(Value::Null);
+                Ok((
+                    status,
+                    body["error"]["code"].as_str().unwrap_or("").to_owned(),
+                ))
+            })
+        })
+        .collect();
+    let results: Vec<(u16, String)> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect::<Result<_>>()?;
+    ensure!(
+        results.iter().any(|(s, c)| *s == 429 && c == "overloaded"),
+        "{results:?}"
+    );
+    ensure!(
+        results
+            .iter()
+            .any(|(s, c)| *s == 504 && c == "deadline_exceeded"),
+        "{results:?}"
+    );
+    ensure!(
+        results.iter().all(|(s, _)| [429, 503, 504].contains(s)),
+        "{results:?}"
+    );
+    // And it recovers.
+    std::thread::sleep(Duration::from_secs(1));
+    let reply = server.post("/v1/embeddings", r#"{"input": "after the storm"}"#)?;
+    ensure!(
+        reply.status == 200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    Ok(())
+}
+
+fn concurrent_requests_are_not_mixed_up(server: &Server) -> Result<()> {
+    let texts: Vec<String> = (0..12)
+        .map(|i| format!("sentence number {i} about topic {}", i * 7))
+        .collect();
+    let expected: Vec<Value> = texts
+        .iter()
+        .map(|t| {
+            Ok(server
+                .post("/v1/embeddings", json!({"input": t}).to_string())?
+                .json()?["data"][0]["embedding"]
+                .clone())
+        })
+        .collect::<Result<_>>()?;
+    let handles: Vec<_> = texts
+        .iter()
+        .cloned()
+        .map(|t| {
+            let base = server.base.clone();
+            std::thread::spawn(move || -> Result<Value> {
+                let mut r = agent()
+                    .post(format!("{base}/v1/embeddings"))
+                    .send(json!({"input": t}).to_string())?;
+                ensure!(r.status() == 200);
+                Ok(r.body_mut().read_json::<Value>()?["data"][0]["embedding"].clone())
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let got = h.join().expect("thread")?;
+        ensure!(
+            got == expected[i],
+            "response {i} does not belong to its request"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn http_api() -> Result<()> {
+    let server = start()?;
+    checks::tiny_bert_hidden_states(&server)?;
+    checks::tiny_seqcls(&server)?;
+    checks::tiny_tokcls(&server)?;
+    checks::minilm(&server, &minilm_dir())?;
+    embeddings(&server)?;
+    error_codes(&server)?;
+    concurrent_requests_are_not_mixed_up(&server)?;
+    traps_never_take_the_server_down(&server)?;
+    overload_gives_429(&server)?;
+    models_health_metrics_artifact(&server)?;
+
+    // Structured logs: one JSON object per line, with a request event.
+    let logs = server.logs.lock().expect("logs").clone();
+    ensure!(
+        logs.iter()
+            .any(|l| serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v["fields"]["message"] == "request")),
+        "no JSON request log line"
+    );
+
+    // Graceful shutdown on SIGTERM.
+    let mut server = server;
+    let status = Command::new("kill")
+        .arg(server.child.id().to_string())
+        .status()?;
+    ensure!(status.success());
+    let exit = server.child.wait()?;
+    ensure!(exit.success(), "server exited with {exit}");
+    Ok(())
+}

@@ -1,0 +1,510 @@
+//! The HTTP API: OpenAI-compatible embeddings, Hugging Face-shaped pipelines, models, health
+//! and metrics. Every error is JSON `{"error": {"code", "message", "type"}}` with a fitting status.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::metrics::Metrics;
+use crate::pool::{Pool, PoolError};
+use crate::runtime::ABI_VERSION;
+
+/// Request limits enforced before anything reaches a guest.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most inputs in one request.
+    pub max_inputs: usize,
+    /// Longest wait for a free instance.
+    pub queue_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 2 << 20,
+            max_inputs: 64,
+            queue_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
+    pub limits: HttpLimits,
+    /// Whether `/debug/*` (guest panic and runaway hooks for tests) is served.
+    pub debug_endpoints: bool,
+}
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+}
+
+/// The HTTP status for an engine error code.
+fn status_for(code: &str) -> StatusCode {
+    match code {
+        "invalid_input" | "invalid_json" | "tokenizer_error" | "unsupported_task" => {
+            StatusCode::BAD_REQUEST
+        }
+        "input_too_large" | "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "model_not_found" | "not_found" => StatusCode::NOT_FOUND,
+        "overloaded" => StatusCode::TOO_MANY_REQUESTS,
+        "unavailable" | "device_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "deadline_exceeded" => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<PoolError> for ApiError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Overloaded(_) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", e.to_string())
+            }
+            PoolError::Busy(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+            PoolError::Guest(g) => Self::new(status_for(g.code()), g.code(), g.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = if self.status.is_client_error() {
+            "invalid_request_error"
+        } else {
+            "server_error"
+        };
+        let body = json!({"error": {"code": self.code, "message": self.message, "type": kind}});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
+    }
+}
+
+#[derive(Clone)]
+struct ErrorCode(String);
+
+/// Reads the body within the size limit; 413 when it is larger.
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, state.limits.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "request body larger than {} bytes",
+                    state.limits.max_body_bytes
+                ),
+            )
+        })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
+}
+
+fn model_index(state: &AppState, name: Option<&str>) -> Result<usize, ApiError> {
+    let models = state.pool.models();
+    match name {
+        None | Some("") => Ok(0),
+        Some(name) => models.iter().position(|m| m.name == name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                format!(
+                    "model `{name}` is not served here (available: {})",
+                    models
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        }),
+    }
+}
+
+fn check_count(state: &AppState, n: usize) -> Result<(), ApiError> {
+    if n == 0 {
+        return Err(ApiError::bad_request("no inputs given"));
+    }
+    if n > state.limits.max_inputs {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "input_too_large",
+            format!(
+                "{n} inputs in one request, the limit is {}",
+                state.limits.max_inputs
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn run_guest(
+    state: &AppState,
+    model: usize,
+    task: &'static str,
+    request: Vec<u8>,
+) -> Result<Vec<u8>, ApiError> {
+    let (body, tokens) = state
+        .pool
+        .run(state.limits.queue_timeout, move |w| {
+            w.run(model, task, &request)
+        })
+        .await?;
+    state.metrics.tokens(tokens);
+    Ok(body)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsRequest {
+    input: Value,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    encoding_format: Option<String>,
+    #[serde(default)]
+    dimensions: Option<usize>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted for OpenAI compatibility
+    user: Option<String>,
+}
+
+/// `POST /v1/embeddings`: OpenAI's embeddings API.
+async fn embeddings(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let bytes = read_body(&state, body).await?;
+    let req: EmbeddingsRequest = parse_json(&bytes)?;
+    let texts = match serde_json::from_value::<EmbeddingInput>(req.input) {
+        Ok(EmbeddingInput::One(t)) => vec![t],
+        Ok(EmbeddingInput::Many(v)) => v,
+        Err(_) => {
+            return Err(ApiError::bad_request(
+                "`input` must be a string or an array of strings (token arrays are not supported)",
+            ));
+        }
+    };
+    check_count(&state, texts.len())?;
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "encoding_format `{other}` is not supported (float or base64)"
+            )));
+        }
+    };
+    let index = model_index(&state, req.model.as_deref())?;
+    let info = &state.pool.models()[index];
+    if let Some(d) = req.dimensions {
+        let native = info.info["hidden_size"].as_u64().unwrap_or(0) as usize;
+        if d != native {
+            return Err(ApiError::bad_request(format!(
+                "dimensions {d} is not supported by `{}` ({native})",
+                info.name
+            )));
+        }
+    }
+    // Sentence-transformers folders declare their pooling; others get mean + L2 normalisation.
+    let defaults = &info.info["embedding_defaults"];
+    let pooling = defaults["pooling"].as_str().unwrap_or("mean");
+    let normalize = if defaults["pooling"].is_null() {
+        true
+    } else {
+        defaults["normalize"].as_bool().unwrap_or(true)
+    };
+    let request =
+        json!({"inputs": texts, "parameters": {"pooling": pooling, "normalize": normalize}});
+    let model_name = info.name.clone();
+    let (out, tokens) = {
+        let request =
+            serde_json::to_vec(&request).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let (body, tokens) = state
+            .pool
+            .run(state.limits.queue_timeout, move |w| {
+                w.run(index, "feature-extraction", &request)
+            })
+            .await?;
+        state.metrics.tokens(tokens);
+        (body, tokens)
+    };
+    let vectors: Vec<Vec<f32>> = serde_json::from_slice(&out).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            e.to_string(),
+        )
+    })?;
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "object": "list",
+        "data": data,
+        "model": model_name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct ModelQuery {
+    model: Option<String>,
+}
+
+/// `POST /v1/pipelines/{task}`: `{"inputs": ..., "parameters": {...}, "model"?: name}`.
+async fn pipeline(
+    State(state): State<AppState>,
+    Path(task): Path<String>,
+    Query(query): Query<ModelQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let task: &'static str = match task.as_str() {
+        "feature-extraction" => "feature-extraction",
+        "text-classification" | "sentiment-analysis" => "text-classification",
+        "token-classification" | "ner" => "token-classification",
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("unknown task `{other}`"),
+            ));
+        }
+    };
+    let bytes = read_body(&state, body).await?;
+    let mut req: serde_json::Map<String, Value> = parse_json(&bytes)?;
+    let name = match req.remove("model") {
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(ApiError::bad_request("`model` must be a string")),
+        None => query.model,
+    };
+    let index = model_index(&state, name.as_deref())?;
+    let count = match req.get("inputs") {
+        Some(Value::Array(items)) => items.len(),
+        Some(_) => 1,
+        None => return Err(ApiError::bad_request("missing `inputs`")),
+    };
+    check_count(&state, count)?;
+    let request = serde_json::to_vec(&req).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let out = run_guest(&state, index, task, request).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+/// `GET /v1/models`.
+async fn models(State(state): State<AppState>) -> Response {
+    let data: Vec<Value> = state
+        .pool
+        .models()
+        .iter()
+        .map(|m| {
+            let mut entry =
+                json!({"id": m.name, "object": "model", "created": 0, "owned_by": "amphi"});
+            if let (Some(obj), Some(info)) = (entry.as_object_mut(), m.info.as_object()) {
+                obj.extend(info.clone());
+            }
+            entry
+        })
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /healthz`.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let stats = state.pool.stats();
+    let runtime = state.pool.runtime();
+    axum::Json(json!({
+        "status": "ok",
+        "abi_version": ABI_VERSION,
+        "artifact_sha256": runtime.artifact().sha256,
+        "instances": stats,
+        "models": state.pool.models().iter().map(|m| &m.name).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let device = state
+        .pool
+        .models()
+        .first()
+        .and_then(|m| m.info["device"].as_str())
+        .unwrap_or("cpu")
+        .to_owned();
+    let sha = state.pool.runtime().artifact().sha256.clone();
+    let text = state.metrics.render(
+        state.pool.stats(),
+        &[("artifact_sha256", &sha), ("device", &device)],
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `GET /amphi.wasm`: the exact artifact bytes this host runs (browsers load the same file).
+async fn artifact(State(state): State<AppState>) -> Response {
+    let runtime = state.pool.runtime();
+    let bytes = Bytes::from(runtime.artifact().bytes.to_vec());
+    (
+        [
+            (header::CONTENT_TYPE, "application/wasm".to_owned()),
+            (header::ETAG, format!("\"{}\"", runtime.artifact().sha256)),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+async fn debug_hook(
+    State(state): State<AppState>,
+    Path(what): Path<String>,
+) -> Result<Response, ApiError> {
+    if !state.debug_endpoints {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "debug endpoints are off",
+        ));
+    }
+    let spin = match what.as_str() {
+        "panic" => false,
+        "spin" => true,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "unknown hook",
+            ));
+        }
+    };
+    state
+        .pool
+        .run(state.limits.queue_timeout, move |w| {
+            Err::<(), _>(if spin {
+                w.guest().debug_spin()
+            } else {
+                w.guest().debug_panic()
+            })
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn fallback() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// Request log, metrics, and the cross-origin isolation headers pages need for wasm threads.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let mut response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.request(&route, status, elapsed);
+    let code = response
+        .extensions()
+        .get::<ErrorCode>()
+        .map(|c| c.0.clone());
+    if let Some(code) = &code {
+        state.metrics.error(code);
+    }
+    tracing::info!(
+        method = %method,
+        route = %route,
+        status,
+        ms = elapsed.as_secs_f64() * 1e3,
+        error = code.as_deref().unwrap_or(""),
+        "request"
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        "cross-origin-embedder-policy",
+        HeaderValue::from_static("require-corp"),
+    );
+    response
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/pipelines/{task}", post(pipeline))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/amphi.wasm", get(artifact))
+        .route("/debug/{what}", post(debug_hook))
+        .fallback(fallback)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}

@@ -1,0 +1,523 @@
+//! Running `amphi.wasm` under wasmtime: the compiled module (cached as a precompiled `.cwasm`),
+//! the `amphi_host` imports, and [`Guest`], one instance with its own store and memory.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Caller, Config, Engine, Extern, InstancePre, Linker, Memory, Module, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, TypedFunc,
+};
+
+use crate::error::{Error, GuestError};
+
+/// The ABI version this host speaks (`amphi_abi_version`).
+pub const ABI_VERSION: i32 = 1;
+
+/// How often the epoch advances: the granularity of deadlines.
+const TICK: Duration = Duration::from_millis(5);
+
+/// The artifact's bytes and their identity.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The exact bytes of `amphi.wasm`.
+    pub bytes: Arc<[u8]>,
+    /// Lower-case hex sha256 of the bytes.
+    pub sha256: String,
+}
+
+impl Artifact {
+    /// Reads an artifact file.
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Artifact {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Self::from_bytes(bytes))
+    }
+
+    /// Wraps bytes already in memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        Self {
+            bytes: bytes.into(),
+            sha256,
+        }
+    }
+}
+
+/// Per-instance limits.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestLimits {
+    /// Linear memory of one instance, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one request inside the guest.
+    pub deadline: Duration,
+    /// Wall-clock budget of loading one model.
+    pub load_deadline: Duration,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 2 << 30,
+            deadline: Duration::from_secs(30),
+            load_deadline: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How the module was obtained, for logs and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleTiming {
+    /// Whether a precompiled `.cwasm` was loaded (else the module was compiled).
+    pub from_cache: bool,
+    /// Time to compile or to deserialize.
+    pub elapsed: Duration,
+}
+
+struct HostState {
+    limits: StoreLimits,
+    /// The last error-level message the guest logged (its panic message, before it traps).
+    last_error: Option<String>,
+}
+
+/// Advances the engine's epoch every [`TICK`] so that deadlines can interrupt guests.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The compiled artifact, ready to instantiate. Cheap to share; one per process.
+pub struct Runtime {
+    engine: Engine,
+    pre: InstancePre<HostState>,
+    artifact: Artifact,
+    limits: GuestLimits,
+    timing: ModuleTiming,
+    _ticker: Ticker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("artifact_sha256", &self.artifact.sha256)
+            .field("limits", &self.limits)
+            .field("timing", &self.timing)
+            .finish_non_exhaustive()
+    }
+}
+
+fn wasm_err(e: wasmtime::Error) -> Error {
+    Error::Wasmtime(format!("{e:#}"))
+}
+
+fn guest_memory(caller: &mut Caller<'_, HostState>) -> Option<Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => Some(m),
+        _ => None,
+    }
+}
+
+fn linker(engine: &Engine) -> Result<Linker<HostState>, Error> {
+    let mut linker = Linker::new(engine);
+    linker
+        .func_wrap(
+            "amphi_host",
+            "random_fill",
+            |mut caller: Caller<'_, HostState>, ptr: u32, len: u32| -> i32 {
+                let Some(memory) = guest_memory(&mut caller) else {
+                    return 1;
+                };
+                let (ptr, len) = (ptr as usize, len as usize);
+                match memory
+                    .data_mut(&mut caller)
+                    .get_mut(ptr..ptr.saturating_add(len))
+                {
+                    Some(dest) => i32::from(getrandom::fill(dest).is_err()),
+                    None => 1,
+                }
+            },
+        )
+        .map_err(wasm_err)?;
+    linker
+        .func_wrap(
+            "amphi_host",
+            "log",
+            |mut caller: Caller<'_, HostState>, level: i32, ptr: u32, len: u32| {
+                let Some(memory) = guest_memory(&mut caller) else {
+                    return;
+                };
+                let (ptr, len) = (ptr as usize, len as usize);
+                let message = memory
+                    .data(&caller)
+                    .get(ptr..ptr.saturating_add(len))
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                match level {
+                    0 => {
+                        tracing::error!(target: "amphi_guest", "{message}");
+                        caller.data_mut().last_error = Some(message);
+                    }
+                    1 => tracing::warn!(target: "amphi_guest", "{message}"),
+                    2 => tracing::info!(target: "amphi_guest", "{message}"),
+                    _ => tracing::debug!(target: "amphi_guest", "{message}"),
+                }
+            },
+        )
+        .map_err(wasm_err)?;
+    Ok(linker)
+}
+
+fn cache_key(engine: &Engine, artifact: &Artifact) -> String {
+    let mut hasher = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{}-{:016x}", &artifact.sha256[..16], hasher.finish())
+}
+
+impl Runtime {
+    /// Compiles the artifact, or loads its precompiled form from `cache_dir` (a `.cwasm` keyed by
+    /// the artifact's sha256 and the engine configuration), and checks its ABI version.
+    pub fn new(
+        artifact: Artifact,
+        cache_dir: Option<&Path>,
+        limits: GuestLimits,
+    ) -> Result<Self, Error> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(wasm_err)?;
+
+        let started = Instant::now();
+        let cached: Option<PathBuf> =
+            cache_dir.map(|d| d.join(format!("{}.cwasm", cache_key(&engine, &artifact))));
+        let mut from_cache = false;
+        let module = match cached.as_deref().filter(|p| p.is_file()) {
+            // SAFETY: the file was written by `Module::serialize` of this same engine
+            // configuration (the key covers the artifact hash and the engine's compatibility
+            // hash) into amphi's own cache directory.
+            Some(path) => match unsafe { Module::deserialize_file(&engine, path) } {
+                Ok(m) => {
+                    from_cache = true;
+                    m
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable precompiled module");
+                    Module::new(&engine, &artifact.bytes).map_err(wasm_err)?
+                }
+            },
+            None => Module::new(&engine, &artifact.bytes).map_err(wasm_err)?,
+        };
+        let timing = ModuleTiming {
+            from_cache,
+            elapsed: started.elapsed(),
+        };
+        if let (false, Some(path)) = (from_cache, &cached)
+            && let Err(e) = write_atomically(path, &module.serialize().map_err(wasm_err)?)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not cache the precompiled module");
+        }
+
+        let pre = linker(&engine)?
+            .instantiate_pre(&module)
+            .map_err(|e| Error::Artifact {
+                path: PathBuf::from("amphi.wasm"),
+                message: format!("imports do not match the amphi_host interface: {e:#}"),
+            })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("amphi-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| Error::Wasmtime(e.to_string()))?
+        };
+        let runtime = Self {
+            engine,
+            pre,
+            artifact,
+            limits,
+            timing,
+            _ticker: Ticker {
+                stop,
+                thread: Some(thread),
+            },
+        };
+        let mut probe = runtime.instantiate()?;
+        let version = probe.abi_version()?;
+        if version != ABI_VERSION {
+            return Err(Error::Artifact {
+                path: PathBuf::from("amphi.wasm"),
+                message: format!("ABI version {version}, this host speaks {ABI_VERSION}"),
+            });
+        }
+        Ok(runtime)
+    }
+
+    /// The artifact this runtime runs.
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+
+    /// How the module was obtained.
+    pub fn timing(&self) -> ModuleTiming {
+        self.timing
+    }
+
+    /// The per-instance limits.
+    pub fn limits(&self) -> GuestLimits {
+        self.limits
+    }
+
+    /// A fresh instance with its own memory.
+    pub fn instantiate(&self) -> Result<Guest, Error> {
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .instances(1)
+                .build(),
+            last_error: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(self.limits.load_deadline));
+        let instance = self.pre.instantiate(&mut store).map_err(wasm_err)?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| Error::Wasmtime("amphi.wasm exports no memory".into()))?;
+        macro_rules! func {
+            ($name:literal) => {
+                instance
+                    .get_typed_func(&mut store, $name)
+                    .map_err(|e| Error::Wasmtime(format!("{}: {e:#}", $name)))?
+            };
+        }
+        Ok(Guest {
+            memory,
+            abi_version: func!("amphi_abi_version"),
+            alloc: func!("amphi_alloc"),
+            files_new: func!("amphi_files_new"),
+            files_add: func!("amphi_files_add"),
+            model_load: func!("amphi_model_load"),
+            model_info: func!("amphi_model_info"),
+            run: func!("amphi_run"),
+            last_tokens: func!("amphi_last_tokens"),
+            result_ptr: func!("amphi_result_ptr"),
+            result_len: func!("amphi_result_len"),
+            debug_panic: func!("amphi_debug_panic"),
+            debug_spin: func!("amphi_debug_spin"),
+            limits: self.limits,
+            store,
+        })
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_nanos() / TICK.as_nanos()).max(1) as u64
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// One instance of the artifact. Serves one call at a time (`&mut self`); after a
+/// [`GuestError::is_fatal`] error it must be dropped.
+pub struct Guest {
+    store: Store<HostState>,
+    memory: Memory,
+    limits: GuestLimits,
+    abi_version: TypedFunc<(), i32>,
+    alloc: TypedFunc<u32, u32>,
+    files_new: TypedFunc<(), i32>,
+    files_add: TypedFunc<(i32, u32, u32, u32, u32), i32>,
+    model_load: TypedFunc<(i32, u32, u32), i32>,
+    model_info: TypedFunc<i32, i32>,
+    run: TypedFunc<(i32, u32, u32, u32, u32), i32>,
+    last_tokens: TypedFunc<(), u32>,
+    result_ptr: TypedFunc<(), u32>,
+    result_len: TypedFunc<(), u32>,
+    debug_panic: TypedFunc<(), ()>,
+    debug_spin: TypedFunc<(), ()>,
+}
+
+impl std::fmt::Debug for Guest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guest").finish_non_exhaustive()
+    }
+}
+
+impl Guest {
+    fn trap(&mut self, e: wasmtime::Error) -> GuestError {
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return GuestError::Deadline;
+        }
+        let message = self
+            .store
+            .data_mut()
+            .last_error
+            .take()
+            .unwrap_or_else(|| format!("{e:#}"));
+        GuestError::Trap { message }
+    }
+
+    fn call<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+        &mut self,
+        pick: fn(&Self) -> &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, GuestError> {
+        let f = pick(self).clone();
+        f.call(&mut self.store, params).map_err(|e| self.trap(e))
+    }
+
+    /// Starts an operation: its calls together get `budget` of wall-clock time.
+    fn begin(&mut self, budget: Duration) {
+        self.store.set_epoch_deadline(ticks(budget));
+    }
+
+    fn abi_version(&mut self) -> Result<i32, Error> {
+        self.begin(self.limits.deadline);
+        self.call(|g| &g.abi_version, ())
+            .map_err(|e| Error::Wasmtime(e.to_string()))
+    }
+
+    /// Copies bytes into a fresh guest buffer (owned by the guest once passed to a call).
+    fn put(&mut self, bytes: &[u8]) -> Result<(u32, u32), GuestError> {
+        let len = u32::try_from(bytes.len()).map_err(|_| GuestError::Trap {
+            message: "argument larger than 4 GiB".into(),
+        })?;
+        let ptr = self.call(|g| &g.alloc, len)?;
+        if len > 0 {
+            self.memory
+                .write(&mut self.store, ptr as usize, bytes)
+                .map_err(|e| GuestError::Trap {
+                    message: e.to_string(),
+                })?;
+        }
+        Ok((ptr, len))
+    }
+
+    fn result(&mut self) -> Result<Vec<u8>, GuestError> {
+        let ptr = self.call(|g| &g.result_ptr, ())? as usize;
+        let len = self.call(|g| &g.result_len, ())? as usize;
+        self.memory
+            .data(&self.store)
+            .get(ptr..ptr + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| GuestError::Trap {
+                message: "result buffer outside memory".into(),
+            })
+    }
+
+    fn check(&mut self, status: i32) -> Result<i32, GuestError> {
+        if status >= 0 {
+            return Ok(status);
+        }
+        #[derive(serde::Deserialize)]
+        struct Failure {
+            code: String,
+            message: String,
+        }
+        let body = self.result()?;
+        let f: Failure = serde_json::from_slice(&body).map_err(|e| GuestError::Trap {
+            message: format!("unreadable error from the guest: {e}"),
+        })?;
+        Err(GuestError::Engine {
+            code: f.code,
+            message: f.message,
+        })
+    }
+
+    /// Loads a model from `(file name, bytes)` pairs. Returns the guest's model handle.
+    pub fn load_model(
+        &mut self,
+        files: &[(String, Arc<[u8]>)],
+        options: &serde_json::Value,
+    ) -> Result<i32, GuestError> {
+        self.begin(self.limits.load_deadline);
+        let set = self.call(|g| &g.files_new, ())?;
+        for (name, bytes) in files {
+            let (name_ptr, name_len) = self.put(name.as_bytes())?;
+            let (data_ptr, data_len) = self.put(bytes)?;
+            let status = self.call(
+                |g| &g.files_add,
+                (set, name_ptr, name_len, data_ptr, data_len),
+            )?;
+            self.check(status)?;
+        }
+        let (ptr, len) = self.put(options.to_string().as_bytes())?;
+        let status = self.call(|g| &g.model_load, (set, ptr, len))?;
+        self.check(status)
+    }
+
+    /// The guest's description of a loaded model (JSON).
+    pub fn model_info(&mut self, model: i32) -> Result<serde_json::Value, GuestError> {
+        self.begin(self.limits.deadline);
+        let status = self.call(|g| &g.model_info, model)?;
+        self.check(status)?;
+        serde_json::from_slice(&self.result()?).map_err(|e| GuestError::Trap {
+            message: e.to_string(),
+        })
+    }
+
+    /// Runs a pipeline request; returns the result JSON bytes and the tokens processed.
+    pub fn run(
+        &mut self,
+        model: i32,
+        task: &str,
+        request: &[u8],
+    ) -> Result<(Vec<u8>, usize), GuestError> {
+        self.begin(self.limits.deadline);
+        let (task_ptr, task_len) = self.put(task.as_bytes())?;
+        let (req_ptr, req_len) = self.put(request)?;
+        let status = self.call(|g| &g.run, (model, task_ptr, task_len, req_ptr, req_len))?;
+        self.check(status)?;
+        let tokens = self.call(|g| &g.last_tokens, ())? as usize;
+        Ok((self.result()?, tokens))
+    }
+
+    /// Makes the guest panic (test hook): always a fatal error.
+    pub fn debug_panic(&mut self) -> GuestError {
+        self.begin(self.limits.deadline);
+        match self.call(|g| &g.debug_panic, ()) {
+            Ok(()) => GuestError::Trap {
+                message: "amphi_debug_panic returned".into(),
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// Makes the guest spin until the deadline interrupts it (test hook).
+    pub fn debug_spin(&mut self) -> GuestError {
+        self.begin(self.limits.deadline);
+        match self.call(|g| &g.debug_spin, ()) {
+            Ok(()) => GuestError::Trap {
+                message: "amphi_debug_spin returned".into(),
+            },
+            Err(e) => e,
+        }
+    }
+}

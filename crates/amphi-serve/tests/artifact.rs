@@ -1,0 +1,207 @@
+//! The artifact under wasmtime: its imports, its ABI, reference parity through it, and traps
+//! that never take the host down.
+#![allow(clippy::print_stderr)] // reports the measured compile and load times
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use amphi_core::Task;
+use amphi_serve::{Artifact, Guest, GuestError, GuestLimits, Runtime, load_model_dir};
+use amphi_tests::hosts::Host;
+use amphi_tests::{artifact_path, checks, fixture_model, minilm_dir};
+use anyhow::{Context, Result, ensure};
+
+/// A runtime sharing one precompiled-module cache across the tests of this run.
+fn runtime(limits: GuestLimits) -> Result<Runtime> {
+    let cache = std::env::temp_dir().join(format!("amphi-test-cwasm-{}", std::process::id()));
+    Ok(Runtime::new(
+        Artifact::read(&artifact_path())?,
+        Some(&cache),
+        limits,
+    )?)
+}
+
+/// The engine inside amphi.wasm: one instance per model folder.
+struct Wasm {
+    runtime: Runtime,
+    guests: Mutex<HashMap<PathBuf, (Guest, i32)>>,
+}
+
+impl Host for Wasm {
+    fn name(&self) -> String {
+        "wasm/cpu".into()
+    }
+
+    fn run(
+        &self,
+        task: Task,
+        model: &Path,
+        request: &serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let mut guests = self.guests.lock().expect("lock");
+        if !guests.contains_key(model) {
+            let mut guest = self.runtime.instantiate()?;
+            let spec = load_model_dir("m", model, serde_json::json!({"device": "cpu"}))?;
+            let handle = guest.load_model(&spec.files, &spec.options)?;
+            guests.insert(model.to_path_buf(), (guest, handle));
+        }
+        let (guest, handle) = guests.get_mut(model).context("guest")?;
+        let (json, _) = guest.run(*handle, task.as_str(), &serde_json::to_vec(request)?)?;
+        Ok(serde_json::from_slice(&json)?)
+    }
+}
+
+fn wasm() -> Result<Wasm> {
+    Ok(Wasm {
+        runtime: runtime(GuestLimits::default())?,
+        guests: Mutex::new(HashMap::new()),
+    })
+}
+
+#[test]
+fn imports_only_amphi_host() -> Result<()> {
+    let bytes = std::fs::read(artifact_path())?;
+    let engine = wasmtime::Engine::default();
+    let module = wasmtime::Module::new(&engine, &bytes)?;
+    let imports: Vec<String> = module
+        .imports()
+        .map(|i| format!("{}.{}", i.module(), i.name()))
+        .collect();
+    let foreign: Vec<&String> = imports
+        .iter()
+        .filter(|i| !i.starts_with("amphi_host."))
+        .collect();
+    ensure!(
+        foreign.is_empty(),
+        "imports outside amphi_host: {foreign:?}"
+    );
+    let mut sorted = imports.clone();
+    sorted.sort();
+    ensure!(
+        sorted == ["amphi_host.log", "amphi_host.random_fill"],
+        "imports: {sorted:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn goldens_through_the_artifact() -> Result<()> {
+    let host = wasm()?;
+    checks::tiny_bert_hidden_states(&host)?;
+    checks::tiny_seqcls(&host)?;
+    checks::tiny_tokcls(&host)?;
+    checks::minilm(&host, &minilm_dir())?;
+    Ok(())
+}
+
+#[test]
+fn typed_errors_cross_the_boundary() -> Result<()> {
+    let host = wasm()?;
+    let tiny = fixture_model("tiny-bert");
+    let err = host
+        .run(
+            Task::FeatureExtraction,
+            &tiny,
+            &serde_json::json!({"inputs": []}),
+        )
+        .expect_err("empty batch");
+    match err.downcast_ref::<GuestError>() {
+        Some(GuestError::Engine { code, .. }) => ensure!(code == "invalid_input", "{code}"),
+        other => anyhow::bail!("expected an engine error, got {other:?}"),
+    }
+    // Bad model files: a typed error naming the file, not a trap.
+    let rt = runtime(GuestLimits::default())?;
+    let mut guest = rt.instantiate()?;
+    let mut spec = load_model_dir("m", &tiny, serde_json::json!({}))?;
+    for (name, bytes) in &mut spec.files {
+        if name == "model.safetensors" {
+            *bytes = b"garbage".to_vec().into();
+        }
+    }
+    match guest.load_model(&spec.files, &spec.options) {
+        Err(GuestError::Engine { code, message }) => {
+            ensure!(code == "invalid_weights", "{code}");
+            ensure!(message.contains("model.safetensors"), "{message}");
+        }
+        other => anyhow::bail!("expected invalid_weights, got {other:?}"),
+    }
+    // The same instance still works.
+    let spec = load_model_dir("m", &tiny, serde_json::json!({}))?;
+    let model = guest.load_model(&spec.files, &spec.options)?;
+    guest.run(model, "feature-extraction", br#"{"inputs": "ok"}"#)?;
+    Ok(())
+}
+
+#[test]
+fn a_panic_is_an_error_and_a_fresh_instance_works() -> Result<()> {
+    let rt = runtime(GuestLimits::default())?;
+    let mut guest = rt.instantiate()?;
+    match guest.debug_panic() {
+        GuestError::Trap { message } => {
+            ensure!(message.contains("amphi_debug_panic called"), "{message}")
+        }
+        other => anyhow::bail!("expected a trap, got {other:?}"),
+    }
+    drop(guest);
+    let mut fresh = rt.instantiate()?;
+    let spec = load_model_dir("m", &fixture_model("tiny-bert"), serde_json::json!({}))?;
+    let model = fresh.load_model(&spec.files, &spec.options)?;
+    fresh.run(model, "feature-extraction", br#"{"inputs": "still fine"}"#)?;
+    Ok(())
+}
+
+#[test]
+fn the_deadline_interrupts_a_runaway_guest() -> Result<()> {
+    let rt = runtime(GuestLimits {
+        deadline: Duration::from_millis(200),
+        ..GuestLimits::default()
+    })?;
+    let mut guest = rt.instantiate()?;
+    let started = Instant::now();
+    let err = guest.debug_spin();
+    ensure!(matches!(err, GuestError::Deadline), "{err:?}");
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[test]
+fn memory_limit_is_enforced() -> Result<()> {
+    // 64 MiB cannot hold all-MiniLM-L6-v2 (90 MB of weights): loading fails, the host survives.
+    let rt = runtime(GuestLimits {
+        memory_bytes: 64 << 20,
+        ..GuestLimits::default()
+    })?;
+    let mut guest = rt.instantiate()?;
+    let spec = load_model_dir("m", &minilm_dir(), serde_json::json!({}))?;
+    let err = guest
+        .load_model(&spec.files, &spec.options)
+        .expect_err("too big");
+    ensure!(err.is_fatal(), "{err:?}");
+    Ok(())
+}
+
+#[test]
+fn precompiled_module_is_cached_and_reused() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("amphi-cwasm-{}", std::process::id()));
+    let artifact = Artifact::read(&artifact_path())?;
+    let first = Runtime::new(artifact.clone(), Some(&dir), GuestLimits::default())?;
+    ensure!(!first.timing().from_cache);
+    let second = Runtime::new(artifact, Some(&dir), GuestLimits::default())?;
+    ensure!(
+        second.timing().from_cache,
+        "second start should load the .cwasm"
+    );
+    eprintln!(
+        "compile {:?}, precompiled load {:?}",
+        first.timing().elapsed,
+        second.timing().elapsed
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
