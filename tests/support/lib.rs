@@ -7,6 +7,7 @@
 
 pub mod checks;
 pub mod hosts;
+pub mod hub_mimic;
 pub mod tokenizer_parity;
 
 use std::path::{Path, PathBuf};

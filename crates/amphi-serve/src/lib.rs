@@ -25,6 +25,7 @@
 
 mod error;
 pub mod http;
+pub mod hub;
 mod metrics;
 pub mod pool;
 mod runtime;
