@@ -446,6 +446,9 @@ struct ServeArgs {
     /// Per-request deadline inside wasm, in milliseconds (504 beyond).
     #[arg(long, default_value_t = 30_000)]
     deadline_ms: u64,
+    /// Longest wait for a free instance, in milliseconds (503 beyond; default: the deadline).
+    #[arg(long)]
+    queue_timeout_ms: Option<u64>,
     /// Linear memory per instance, in MiB.
     #[arg(long, default_value_t = 2048)]
     memory_mib: usize,
@@ -510,7 +513,9 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         http: amphi_serve::HttpLimits {
             max_body_bytes: args.max_body_bytes,
             max_inputs: args.max_inputs,
-            queue_timeout: deadline,
+            queue_timeout: args
+                .queue_timeout_ms
+                .map_or(deadline, std::time::Duration::from_millis),
         },
         debug_endpoints: args.debug_endpoints,
     };

@@ -187,12 +187,13 @@ fn check_count(state: &AppState, n: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Runs `task` on a free instance; returns the result JSON and the tokens processed.
 async fn run_guest(
     state: &AppState,
     model: usize,
     task: &'static str,
     request: Vec<u8>,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<(Vec<u8>, usize), ApiError> {
     let (body, tokens) = state
         .pool
         .run(state.limits.queue_timeout, move |w| {
@@ -200,7 +201,7 @@ async fn run_guest(
         })
         .await?;
     state.metrics.tokens(tokens);
-    Ok(body)
+    Ok((body, tokens))
 }
 
 #[derive(Deserialize)]
@@ -269,18 +270,8 @@ async fn embeddings(State(state): State<AppState>, body: Body) -> Result<Respons
     let request =
         json!({"inputs": texts, "parameters": {"pooling": pooling, "normalize": normalize}});
     let model_name = info.name.clone();
-    let (out, tokens) = {
-        let request =
-            serde_json::to_vec(&request).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let (body, tokens) = state
-            .pool
-            .run(state.limits.queue_timeout, move |w| {
-                w.run(index, "feature-extraction", &request)
-            })
-            .await?;
-        state.metrics.tokens(tokens);
-        (body, tokens)
-    };
+    let request = serde_json::to_vec(&request).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (out, tokens) = run_guest(&state, index, "feature-extraction", request).await?;
     let vectors: Vec<Vec<f32>> = serde_json::from_slice(&out).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -349,7 +340,7 @@ async fn pipeline(
     };
     check_count(&state, count)?;
     let request = serde_json::to_vec(&req).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let out = run_guest(&state, index, task, request).await?;
+    let (out, _) = run_guest(&state, index, task, request).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
 
