@@ -213,11 +213,7 @@ fn read_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
 }
 
 fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("AMPHI_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".cache/amphi")
+    amphi_serve::default_cache_dir()
 }
 
 /// `$AMPHI_WASM`, else `amphi.wasm` in the build folder above this program

@@ -41,6 +41,16 @@ pub use runtime::{ABI_VERSION, Artifact, Guest, GuestLimits, ModuleTiming, Runti
 
 use pool::{ModelSpec, Pool};
 
+/// amphi's cache folder (models, hub downloads, precompiled modules): `$AMPHI_CACHE_DIR`, else
+/// `$HOME/.cache/amphi`. `xtask` and the test support crate follow the same convention.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("AMPHI_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache/amphi")
+}
+
 /// Reads a Hugging Face model folder into a [`ModelSpec`].
 pub fn load_model_dir(
     name: &str,
