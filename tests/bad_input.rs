@@ -254,3 +254,38 @@ fn unknown_request_fields_are_rejected() {
     .expect_err("typo in option name");
     assert!(err.to_string().contains("poolin"), "{err}");
 }
+
+#[test]
+fn unsupported_sentence_transformers_modules_are_refused() -> Result<()> {
+    let modules = serde_json::json!([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    ]);
+    let files = tiny("tiny-bert").with("modules.json", serde_json::to_vec(&modules)?);
+    let e = load_err(Task::FeatureExtraction, files);
+    assert_eq!(e.code(), "invalid_config", "{e}");
+    assert!(e.to_string().contains("Dense"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn a_classifier_without_labels_is_refused() -> Result<()> {
+    let files = tiny("tiny-bert-seqcls");
+    let mut entries = read_safetensors(files.get("model.safetensors").expect("weights"))?;
+    for t in &mut entries {
+        if t.name.starts_with("classifier.") {
+            t.shape[0] = 0;
+            t.bytes.clear();
+        }
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_slice(files.get("config.json").expect("config"))?;
+    config.as_object_mut().expect("object").remove("id2label");
+    config.as_object_mut().expect("object").remove("label2id");
+    let files = files
+        .with("model.safetensors", write_safetensors(&entries)?)
+        .with("config.json", serde_json::to_vec(&config)?);
+    let e = load_err(Task::TextClassification, files);
+    assert_eq!(e.code(), "shape_mismatch", "{e}");
+    Ok(())
+}

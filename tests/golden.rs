@@ -203,3 +203,32 @@ fn half_precision_weights_load() -> Result<()> {
     }
     Ok(())
 }
+
+/// As transformers: an `[UNK]` token is reported with the text it stands for, not `[UNK]`.
+#[test]
+fn unknown_tokens_are_reported_as_their_text() -> Result<()> {
+    let p = amphi_core::Pipeline::load(
+        amphi_core::Task::TokenClassification,
+        model_files(&fixture_model("tiny-bert-tokcls"))?,
+        &LoadOptions::default(),
+    )?;
+    let text = "I ❤️ Rust 🦀 and 日本!";
+    let options = amphi_core::RunOptions {
+        ignore_labels: Some(vec![]),
+        ..Default::default()
+    };
+    let amphi_core::Output::Entities(out) = p.run(&[text.into()], &options)? else {
+        anyhow::bail!("expected entities");
+    };
+    let words: Vec<String> = out[0]
+        .iter()
+        .map(|e| match e {
+            amphi_core::Entity::Token { word, .. } => word.clone(),
+            amphi_core::Entity::Group { word, .. } => word.clone(),
+        })
+        .collect();
+    ensure!(words.contains(&"❤".to_owned()), "{words:?}"); // U+FE0F is cleaned away
+    ensure!(words.contains(&"🦀".to_owned()), "{words:?}");
+    ensure!(!words.contains(&"[UNK]".to_owned()), "{words:?}");
+    Ok(())
+}

@@ -190,7 +190,18 @@ fn embedding_defaults(files: &ModelFiles) -> Result<EmbeddingDefaults> {
                 );
             }
             "Normalize" => out.normalize = true,
-            _ => {}
+            "Transformer" => {}
+            other => {
+                // A Dense or other module changes the embedding; ignoring it would give
+                // vectors that differ from sentence-transformers without any error.
+                return Err(Error::InvalidConfig {
+                    file: "modules.json".to_owned(),
+                    message: format!(
+                        "sentence-transformers module `{other}` is not supported (only \
+                         Transformer, Pooling and Normalize)"
+                    ),
+                });
+            }
         }
     }
     Ok(out)

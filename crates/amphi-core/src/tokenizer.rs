@@ -84,6 +84,13 @@ impl TextTokenizer {
         Ok(Self { inner, pad_id })
     }
 
+    /// The id of the unknown token (`[UNK]` for WordPiece vocabularies), if any.
+    pub fn unk_id(&self) -> Option<u32> {
+        self.inner
+            .token_to_id("[UNK]")
+            .or_else(|| self.inner.token_to_id("<unk>"))
+    }
+
     /// Number of special tokens the post-processor adds (`[CLS] A [SEP]` = 2, pairs = 3).
     pub fn added_tokens(&self, pair: bool) -> usize {
         self.inner.get_post_processor().map_or(0, |p| {

@@ -128,19 +128,28 @@ impl IntoResponse for ApiError {
 #[derive(Clone)]
 struct ErrorCode(String);
 
-/// Reads the body within the size limit; 413 when it is larger.
+/// Reads the body within the size limit: 413 when it is larger, 400 when it breaks off.
 async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, state.limits.max_body_bytes)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "request body larger than {} bytes",
-                    state.limits.max_body_bytes
-                ),
+        .map_err(|e| {
+            let too_large = std::iter::successors(
+                std::error::Error::source(&e),
+                |s: &&(dyn std::error::Error + 'static)| s.source(),
             )
+            .any(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "request body larger than {} bytes",
+                        state.limits.max_body_bytes
+                    ),
+                )
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {e}"))
+            }
         })
 }
 
@@ -367,7 +376,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
     let stats = state.pool.stats();
     let runtime = state.pool.runtime();
     axum::Json(json!({
-        "status": "ok",
+        "status": if stats.rebuilding == 0 { "ok" } else { "degraded" },
         "abi_version": ABI_VERSION,
         "artifact_sha256": runtime.artifact().sha256,
         "instances": stats,

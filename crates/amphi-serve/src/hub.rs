@@ -17,6 +17,12 @@ use crate::error::Error;
 /// The public Hugging Face hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
+/// Written into a cached folder once a download pass has completed.
+const COMPLETE: &str = ".amphi-complete";
+
+/// Largest file accepted when the hub states no size (a guard against endless streams).
+const MAX_UNSIZED: u64 = 16 << 30;
+
 /// Files a model needs; a download fails without them.
 const REQUIRED: &[&str] = &["config.json", "tokenizer.json", "model.safetensors"];
 
@@ -41,10 +47,14 @@ impl RepoRef {
     /// Parses `org/name[@revision]`; `None` when it is not shaped like a hub id.
     pub fn parse(s: &str) -> Option<Self> {
         let (repo, revision) = s.split_once('@').unwrap_or((s, "main"));
+        // The hub's own naming rules: no `--` or `..`, no leading or trailing `-`/`.` (so that
+        // `org/name` → `org--name` is a one-to-one cache folder name).
         let ok = |part: &str| {
             !part.is_empty()
-                && part != "."
-                && part != ".."
+                && !part.contains("--")
+                && !part.contains("..")
+                && !part.starts_with(['-', '.'])
+                && !part.ends_with(['-', '.'])
                 && part
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
@@ -94,10 +104,12 @@ impl Hub {
             .join(&r.revision)
     }
 
-    /// Returns the local folder of `r`, downloading what is not cached yet.
+    /// Returns the local folder of `r`, downloading what is not cached yet. A folder counts as
+    /// cached only once every file was fetched (or found absent) in one complete pass.
     pub fn fetch(&self, r: &RepoRef) -> Result<PathBuf, Error> {
         let dir = self.folder(r);
-        if REQUIRED.iter().all(|f| dir.join(f).is_file()) {
+        let marker = dir.join(COMPLETE);
+        if marker.is_file() && REQUIRED.iter().all(|f| dir.join(f).is_file()) {
             return Ok(dir);
         }
         std::fs::create_dir_all(&dir).map_err(|e| hub_err(&r.repo, e.to_string()))?;
@@ -107,6 +119,7 @@ impl Hub {
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_per_read(Some(Duration::from_secs(60)))
             .build()
             .into();
         for file in amphi_core::ModelFiles::KNOWN {
@@ -126,6 +139,7 @@ impl Hub {
                 false => {}
             }
         }
+        std::fs::write(&marker, b"").map_err(|e| hub_err(&r.repo, e.to_string()))?;
         Ok(dir)
     }
 
@@ -173,11 +187,7 @@ impl Hub {
                 301 | 302 | 303 | 307 | 308 => {
                     let location = header(&r, "location")
                         .ok_or_else(|| err("redirect without a location".into()))?;
-                    url = if location.starts_with("http://") || location.starts_with("https://") {
-                        location
-                    } else {
-                        format!("{}{location}", self.endpoint)
-                    };
+                    url = resolve_location(&url, &location);
                 }
                 404 => return Ok(false),
                 s => return Err(err(format!("{url}: HTTP {s}"))),
@@ -192,31 +202,42 @@ impl Hub {
         if let Some(parent) = part.parent() {
             std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
         }
-        let mut out = std::fs::File::create(&part).map_err(|e| err(e.to_string()))?;
-        let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
-        let (mut sha256, mut content) = (Sha256::new(), Vec::new());
-        let mut buf = vec![0u8; 1 << 16];
-        let mut done: u64 = 0;
-        let mut last = Instant::now();
-        let is_lfs = etag.as_deref().is_some_and(|e| e.len() == 64);
-        loop {
-            let n = reader.read(&mut buf).map_err(|e| err(e.to_string()))?;
-            if n == 0 {
-                break;
+        // Stream to disk, hashing as the bytes pass; only small (git-tracked, sha1-checked) files
+        // are also kept in memory, for the `blob <len>\0` header.
+        let keep = etag.as_deref().is_some_and(|e| e.len() == 40);
+        let limit = expected_len.map_or(MAX_UNSIZED, |n| n.saturating_add(1));
+        let streamed = (|| -> Result<(u64, Sha256, Vec<u8>), String> {
+            let mut out = std::fs::File::create(&part).map_err(|e| e.to_string())?;
+            let mut reader = response.body_mut().with_config().limit(limit).reader();
+            let (mut sha256, mut content) = (Sha256::new(), Vec::new());
+            let mut buf = vec![0u8; 1 << 16];
+            let (mut done, mut last) = (0u64, Instant::now());
+            loop {
+                let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+                sha256.update(&buf[..n]);
+                if keep {
+                    content.extend_from_slice(&buf[..n]);
+                }
+                done += n as u64;
+                if self.progress && last.elapsed() > Duration::from_millis(200) {
+                    progress(file, done, expected_len);
+                    last = Instant::now();
+                }
             }
-            out.write_all(&buf[..n]).map_err(|e| err(e.to_string()))?;
-            sha256.update(&buf[..n]);
-            if !is_lfs {
-                content.extend_from_slice(&buf[..n]);
+            out.flush().map_err(|e| e.to_string())?;
+            Ok((done, sha256, content))
+        })();
+        let (done, sha256, content) = match streamed {
+            Ok(v) => v,
+            Err(m) => {
+                let _ = std::fs::remove_file(&part);
+                return Err(err(m));
             }
-            done += n as u64;
-            if self.progress && last.elapsed() > Duration::from_millis(200) {
-                progress(file, done, expected_len);
-                last = Instant::now();
-            }
-        }
-        out.flush().map_err(|e| err(e.to_string()))?;
-        drop(out);
+        };
         if self.progress {
             progress(file, done, expected_len);
             progress_end();
@@ -294,5 +315,52 @@ pub fn resolve(source: &str, cache: &Path, progress: bool) -> Result<PathBuf, Er
             source,
             "neither a model folder nor a hub id (org/name[@revision])",
         )),
+    }
+}
+
+/// Resolves a redirect's `Location` against the URL that answered it (absolute, scheme-relative,
+/// host-relative or path-relative).
+fn resolve_location(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_owned();
+    }
+    let (scheme, rest) = base.split_once("://").unwrap_or(("https", base));
+    if let Some(authority_path) = location.strip_prefix("//") {
+        return format!("{scheme}://{authority_path}");
+    }
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    let origin = format!("{scheme}://{}", &rest[..host_end]);
+    if location.starts_with('/') {
+        return format!("{origin}{location}");
+    }
+    let path = rest[host_end..].split(['?', '#']).next().unwrap_or("");
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    let dir = if dir.is_empty() { "/" } else { dir };
+    format!("{origin}{dir}{location}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_location;
+
+    #[test]
+    fn redirects_resolve_against_the_answering_url() {
+        let base = "https://hub.example/hf/org/m/resolve/main/config.json";
+        assert_eq!(
+            resolve_location(base, "https://cdn.example/x"),
+            "https://cdn.example/x"
+        );
+        assert_eq!(
+            resolve_location(base, "//cdn.example/x"),
+            "https://cdn.example/x"
+        );
+        assert_eq!(
+            resolve_location(base, "/api/resolve-cache/x"),
+            "https://hub.example/api/resolve-cache/x"
+        );
+        assert_eq!(
+            resolve_location(base, "other.json"),
+            "https://hub.example/hf/org/m/resolve/main/other.json"
+        );
     }
 }

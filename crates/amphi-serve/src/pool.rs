@@ -103,6 +103,7 @@ pub struct Pool {
     max_waiting: usize,
     in_flight: AtomicUsize,
     restarts: AtomicU64,
+    rebuilding: AtomicUsize,
 }
 
 /// Point-in-time pool figures for `/healthz` and `/metrics`.
@@ -116,6 +117,8 @@ pub struct PoolStats {
     pub in_flight: usize,
     /// Instances replaced after a trap.
     pub restarts: u64,
+    /// Instances being rebuilt now (not serving).
+    pub rebuilding: usize,
 }
 
 impl Pool {
@@ -126,6 +129,12 @@ impl Pool {
         size: usize,
         max_waiting: usize,
     ) -> Result<Self, Error> {
+        if specs.is_empty() {
+            return Err(Error::Model {
+                name: "-".into(),
+                message: "no model to serve".into(),
+            });
+        }
         let size = size.max(1);
         let specs: Arc<[ModelSpec]> = specs.into();
         let mut workers = Vec::with_capacity(size);
@@ -145,6 +154,7 @@ impl Pool {
             max_waiting,
             in_flight: AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
+            rebuilding: AtomicUsize::new(0),
         })
     }
 
@@ -165,6 +175,7 @@ impl Pool {
             idle: self.idle.lock().map(|v| v.len()).unwrap_or(0),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
+            rebuilding: self.rebuilding.load(Ordering::SeqCst),
         }
     }
 
@@ -184,60 +195,78 @@ impl Pool {
             .await
             .map_err(|_| PoolError::Busy(wait))?
             .map_err(|_| PoolError::Busy(wait))?;
-        let mut worker = self
-            .idle
-            .lock()
-            .map_err(|_| GuestError::Trap {
-                message: "pool lock poisoned".into(),
-            })?
-            .pop()
-            .ok_or_else(|| GuestError::Trap {
-                message: "no idle instance behind a permit".into(),
-            })?;
-        let (worker, result) = tokio::task::spawn_blocking(move || {
-            let result = f(&mut worker);
-            (worker, result)
+        let mut worker = match self.idle.lock() {
+            Ok(mut idle) => idle.pop(),
+            Err(_) => None,
+        }
+        .ok_or_else(|| GuestError::Trap {
+            message: "no idle instance behind a permit".into(),
+        })?;
+        // The worker and its permit travel together into the blocking task, which hands them
+        // back (or rebuilds the worker) itself: if this future is dropped (the client went away),
+        // nothing is lost.
+        let pool = Arc::clone(self);
+        let result = tokio::task::spawn_blocking(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut worker)))
+                .unwrap_or_else(|_| {
+                    Err(GuestError::Trap {
+                        message: "the host panicked while serving this request".into(),
+                    })
+                });
+            match &result {
+                Err(e) if e.is_fatal() => {
+                    tracing::warn!(error = %e, "instance trapped; replacing it");
+                    drop(worker);
+                    pool.rebuild(permit);
+                }
+                _ => pool.give_back(worker, permit),
+            }
+            result
         })
         .await
         .map_err(|e| GuestError::Trap {
             message: format!("worker task failed: {e}"),
         })?;
-        match &result {
-            Err(e) if e.is_fatal() => {
-                tracing::warn!(error = %e, "instance trapped; replacing it");
-                drop(worker);
-                self.rebuild(permit);
-            }
-            _ => self.give_back(worker, permit),
-        }
         Ok(result?)
     }
 
     fn give_back(&self, worker: Worker, permit: OwnedSemaphorePermit) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(worker);
+        match self.idle.lock() {
+            Ok(mut idle) => idle.push(worker),
+            Err(poisoned) => poisoned.into_inner().push(worker),
         }
         drop(permit);
     }
 
-    /// Replaces a trapped instance in the background; its permit is held until the new one is
-    /// ready, so capacity comes back only with a working instance.
+    /// Replaces a trapped instance on a thread of its own; its permit is held until the new one
+    /// is ready, so capacity comes back only with a working instance. Retries with back-off
+    /// until it succeeds; meanwhile `/healthz` reports the pool as degraded.
     fn rebuild(self: &Arc<Self>, permit: OwnedSemaphorePermit) {
         let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            for attempt in 1..=3 {
-                match Worker::build(&pool.runtime, &pool.specs) {
-                    Ok((worker, _)) => {
-                        pool.restarts.fetch_add(1, Ordering::Relaxed);
-                        pool.give_back(worker, permit);
-                        return;
+        pool.rebuilding.fetch_add(1, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new()
+            .name("amphi-rebuild".into())
+            .spawn(move || {
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    match Worker::build(&pool.runtime, &pool.specs) {
+                        Ok((worker, _)) => {
+                            pool.restarts.fetch_add(1, Ordering::Relaxed);
+                            pool.rebuilding.fetch_sub(1, Ordering::SeqCst);
+                            pool.give_back(worker, permit);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, retry_in = ?delay, "rebuilding an instance failed");
+                            std::thread::sleep(delay);
+                            delay = (delay * 2).min(Duration::from_secs(30));
+                        }
                     }
-                    Err(e) => tracing::error!(attempt, error = %e, "rebuilding an instance failed"),
                 }
-            }
-            // Keep the permit out of circulation: the pool serves with one instance fewer.
-            permit.forget();
-        });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start a rebuild thread; the pool is one instance short");
+        }
     }
 }
 

@@ -20,7 +20,17 @@ fn repo_refs() {
     );
     let r = RepoRef::parse("org/name@v1.0").expect("id");
     assert_eq!(r.revision, "v1.0");
-    for bad in ["name", "a/b/c", "../x", "org/..", "org/na me", "org/x@"] {
+    for bad in [
+        "name",
+        "a/b/c",
+        "../x",
+        "org/..",
+        "org/na me",
+        "org/x@",
+        "a--b/c",
+        "org/-x",
+        "org/x.",
+    ] {
         assert!(RepoRef::parse(bad).is_none(), "{bad}");
     }
 }
@@ -50,6 +60,14 @@ fn downloads_verifies_caches_and_works_offline() -> Result<()> {
     let files = amphi_core::ModelFiles::from_dir(&dir)?;
     let p = Pipeline::load(Task::FeatureExtraction, files, &LoadOptions::default())?;
     p.run(&["hello".into()], &Default::default())?;
+
+    // A folder whose download pass did not complete is fetched again.
+    std::fs::remove_file(dir.join(".amphi-complete"))?;
+    std::fs::remove_file(dir.join("tokenizer_config.json"))?;
+    let before = hub.requests.load(std::sync::atomic::Ordering::SeqCst);
+    Hub::new(&hub.endpoint, &cache).fetch(&r)?;
+    ensure!(hub.requests.load(std::sync::atomic::Ordering::SeqCst) > before);
+    ensure!(dir.join("tokenizer_config.json").is_file());
 
     // Offline: the endpoint is gone, the cache answers.
     let endpoint = hub.endpoint.clone();

@@ -219,9 +219,10 @@ impl Output {
 }
 
 /// A pipeline's answer to a [`Request`]: serializes as a list with one item per input, or, for a
-/// single input, as that one item. As in Hugging Face and Transformers.js, the best-label form
-/// stays a one-element list for a single input (`[{"label": .., "score": ..}]`). Floats are
-/// written as the shortest decimal that reads back as the same f32.
+/// single input, as that one item. As in Hugging Face and Transformers.js, two forms keep the
+/// list for a single input: embeddings (`[[..]]`, batch dimension first) and the best label
+/// (`[{"label": .., "score": ..}]`). Floats are written as the shortest decimal that reads back
+/// as the same f32.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     /// The results, one per input.
@@ -247,9 +248,8 @@ impl Serialize for Response {
             return self.output.serialize(s);
         }
         match &self.output {
-            Output::Pooled(v) => first(v, s),
-            Output::Tokens(v) => first(v, s),
-            Output::Best(v) => v.serialize(s),
+            // As Hugging Face and Transformers.js: embeddings keep their batch dimension.
+            Output::Pooled(_) | Output::Tokens(_) | Output::Best(_) => self.output.serialize(s),
             Output::Ranked(v) => first(v, s),
             Output::Entities(v) => first(v, s),
         }

@@ -55,6 +55,18 @@ pub enum Entity {
     },
 }
 
+/// Characters `[start, end)` of a single-text input.
+fn text_of(input: &TextInput, start: usize, end: usize) -> String {
+    match input {
+        TextInput::Text(t) => t
+            .chars()
+            .skip(start)
+            .take(end.saturating_sub(start))
+            .collect(),
+        TextInput::Pair { .. } => String::new(),
+    }
+}
+
 struct TokenPrediction {
     label: String,
     score: f32,
@@ -73,7 +85,11 @@ fn tag(label: &str) -> (&str, &str) {
 }
 
 fn group(model: &TextModel, tokens: &[TokenPrediction]) -> Result<Entity> {
-    let (_, entity) = tag(&tokens[0].label);
+    // As transformers' `group_sub_entities`: the label after its first `-`.
+    let label = &tokens[0].label;
+    let entity = label
+        .split_once('-')
+        .map_or(label.as_str(), |(_, rest)| rest);
     let mean = tokens.iter().map(|t| f64::from(t.score)).sum::<f64>() / tokens.len() as f64;
     let pieces: Vec<String> = tokens.iter().map(|t| t.token.clone()).collect();
     Ok(Entity::Group {
@@ -123,6 +139,7 @@ pub(super) fn run(
         .unwrap_or_else(|| vec!["O".to_owned()]);
     let logits = model.forward(batch, Forward::Logits)?;
     let seq = batch.input.shape.seq;
+    let unk_id = model.tokenizer().unk_id();
     let mut out = Vec::with_capacity(inputs.len());
     for (b, enc) in batch.encodings.iter().enumerate() {
         let mut tokens = Vec::new();
@@ -136,11 +153,17 @@ pub(super) fn run(
                 .max_by(|&x, &y| probs[x].total_cmp(&probs[y]).then(y.cmp(&x)))
                 .unwrap_or(0);
             let (start, end) = enc.get_offsets()[t];
+            // Like transformers, an unknown token is reported as the text it stands for.
+            let token = if Some(enc.get_ids()[t]) == unk_id {
+                text_of(&inputs[b], start, end)
+            } else {
+                enc.get_tokens()[t].clone()
+            };
             tokens.push(TokenPrediction {
                 label: labels[best].clone(),
                 score: probs[best],
                 index: t,
-                token: enc.get_tokens()[t].clone(),
+                token,
                 start,
                 end,
             });

@@ -108,6 +108,10 @@ impl Config {
                 self.intermediate_size == 0,
                 "intermediate_size must be positive",
             ),
+            (
+                self.num_hidden_layers > 1024,
+                "num_hidden_layers is implausibly large (over 1024)",
+            ),
         ];
         if let Some((_, msg)) = checks.iter().find(|(bad, _)| *bad) {
             return Err(self.invalid(*msg));

@@ -163,6 +163,14 @@ impl<B: Backend> Bert<B> {
                 } else {
                     cfg.id2label.len()
                 };
+                if num_labels == 0 {
+                    return Err(Error::ShapeMismatch {
+                        file: WEIGHTS_FILE.to_owned(),
+                        tensor: "classifier.weight".to_owned(),
+                        expected: vec![1, h],
+                        found: vec![0, h],
+                    });
+                }
                 let labels = cfg.labels(num_labels)?;
                 (
                     Some(Linear::load(be, w, "classifier", num_labels, h)?),
