@@ -1,0 +1,137 @@
+// The artifact itself (target/amphi.wasm, the bytes the serverless host runs) under Node's V8:
+// a second, independent host of the same ABI (docs/abi.md), written in plain JavaScript. It
+// checks the imports, reference parity on the goldens, typed errors, and recovery from a trap.
+//
+//   cargo xtask artifact && node --test tests/wasm/
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, readdirSync, existsSync, statSync } from 'node:fs';
+import { webcrypto, createHash } from 'node:crypto';
+import { homedir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const wasmPath = process.env.AMPHI_WASM ?? join(root, 'target/amphi.wasm');
+const fixtures = process.env.AMPHI_FIXTURES ?? join(root, '../shared/fixtures');
+const cache = process.env.AMPHI_CACHE_DIR ?? join(homedir(), '.cache/amphi');
+const minilm = process.env.AMPHI_MINILM_DIR ?? join(cache, 'models/all-MiniLM-L6-v2');
+const FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json',
+  'special_tokens_map.json', 'modules.json', 'sentence_bert_config.json', '1_Pooling/config.json'];
+
+assert.ok(existsSync(wasmPath), `${wasmPath} missing: run \`cargo xtask artifact\` first`);
+const bytes = readFileSync(wasmPath);
+const module = await WebAssembly.compile(bytes);
+
+/** A minimal host of ABI v1. */
+class Amphi {
+  static async create() {
+    const self = new Amphi();
+    self.logs = [];
+    const imports = {
+      amphi_host: {
+        random_fill: (ptr, len) => {
+          webcrypto.getRandomValues(new Uint8Array(self.memory.buffer, ptr, len));
+          return 0;
+        },
+        log: (level, ptr, len) => {
+          self.logs.push([level, new TextDecoder().decode(new Uint8Array(self.memory.buffer, ptr, len))]);
+        },
+      },
+    };
+    self.instance = await WebAssembly.instantiate(module, imports);
+    self.x = self.instance.exports;
+    self.memory = self.x.memory;
+    assert.equal(self.x.amphi_abi_version(), 1);
+    return self;
+  }
+
+  put(data) {
+    const buf = typeof data === 'string' ? new TextEncoder().encode(data) : data;
+    const ptr = this.x.amphi_alloc(buf.length);
+    if (buf.length) new Uint8Array(this.memory.buffer, ptr, buf.length).set(buf);
+    return [ptr, buf.length];
+  }
+
+  result() {
+    const ptr = this.x.amphi_result_ptr();
+    const len = this.x.amphi_result_len();
+    return new TextDecoder().decode(new Uint8Array(this.memory.buffer, ptr, len));
+  }
+
+  check(status) {
+    if (status >= 0) return status;
+    const { code, message } = JSON.parse(this.result());
+    throw Object.assign(new Error(message), { code });
+  }
+
+  loadModel(dir, options = {}) {
+    const files = this.x.amphi_files_new();
+    for (const name of FILES) {
+      const path = join(dir, name);
+      if (existsSync(path) && statSync(path).isFile()) {
+        this.check(this.x.amphi_files_add(files, ...this.put(name), ...this.put(readFileSync(path))));
+      }
+    }
+    return this.check(this.x.amphi_model_load(files, ...this.put(JSON.stringify(options))));
+  }
+
+  run(model, task, request) {
+    this.check(this.x.amphi_run(model, ...this.put(task), ...this.put(JSON.stringify(request))));
+    return JSON.parse(this.result());
+  }
+}
+
+const golden = (name) => JSON.parse(readFileSync(join(fixtures, 'golden', name), 'utf8'));
+const maxAbsDiff = (a, b) => {
+  assert.equal(a.length, b.length);
+  return a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
+};
+
+test('imports only amphi_host', () => {
+  const foreign = WebAssembly.Module.imports(module).filter((i) => i.module !== 'amphi_host');
+  assert.deepEqual(foreign, []);
+  console.log(`amphi.wasm sha256 ${createHash('sha256').update(bytes).digest('hex')}`);
+});
+
+test('all-MiniLM-L6-v2 embeddings match the reference (abs 1e-5)', async () => {
+  const amphi = await Amphi.create();
+  const model = amphi.loadModel(minilm);
+  for (const c of golden('minilm-hello-world.json').cases) {
+    const got = amphi.run(model, 'feature-extraction', { inputs: c.texts });
+    const hidden = c.embedding.shape[1];
+    got.forEach((v, b) => {
+      const want = c.embedding.data.slice(b * hidden, (b + 1) * hidden);
+      assert.ok(maxAbsDiff(v, want) <= 1e-5, `${c.name}[${b}]: ${maxAbsDiff(v, want)}`);
+    });
+  }
+});
+
+test('tiny-bert-seqcls labels and scores match the reference (abs 1e-5)', async () => {
+  const amphi = await Amphi.create();
+  const model = amphi.loadModel(join(fixtures, 'models/tiny-bert-seqcls'));
+  for (const c of golden('tiny-bert-seqcls.json').cases) {
+    const inputs = c.text_pairs
+      ? c.texts.map((text, i) => ({ text, text_pair: c.text_pairs[i] }))
+      : c.texts;
+    const got = amphi.run(model, 'text-classification', { inputs, parameters: { top_k: null } });
+    c.outputs.pipeline_all_labels.forEach((want, b) => {
+      assert.deepEqual(got[b].map((l) => l.label), want.map((l) => l.label), c.name);
+      assert.ok(maxAbsDiff(got[b].map((l) => l.score), want.map((l) => l.score)) <= 1e-5, c.name);
+    });
+  }
+});
+
+test('typed errors carry their code; a trap is survived by a fresh instance', async () => {
+  const amphi = await Amphi.create();
+  const model = amphi.loadModel(join(fixtures, 'models/tiny-bert'));
+  assert.throws(() => amphi.run(model, 'feature-extraction', { inputs: [] }), { code: 'invalid_input' });
+  assert.throws(() => amphi.run(model, 'text-classification', { inputs: 'x' }), { code: 'unsupported_task' });
+  assert.throws(() => amphi.loadModel(join(fixtures, 'models/tiny-vit')), { code: 'unsupported_architecture' });
+
+  assert.throws(() => amphi.x.amphi_debug_panic(), WebAssembly.RuntimeError);
+  assert.ok(amphi.logs.some(([level, m]) => level === 0 && m.includes('amphi_debug_panic called')));
+  const fresh = await Amphi.create();
+  const again = fresh.loadModel(join(fixtures, 'models/tiny-bert'));
+  assert.equal(fresh.run(again, 'feature-extraction', { inputs: ['ok'] }).length, 1);
+});
