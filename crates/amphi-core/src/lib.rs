@@ -13,7 +13,7 @@
 //! let extractor = Pipeline::load(Task::FeatureExtraction, files, &LoadOptions::default())?;
 //! let options = RunOptions { pooling: Some(Pooling::Mean), normalize: Some(true), ..Default::default() };
 //! let output = extractor.run(&["hello world".into()], &options)?;
-//! println!("{}", output.to_json(true));
+//! println!("{}", serde_json::to_string(&output).expect("JSON"));
 //! # Ok(())
 //! # }
 //! ```

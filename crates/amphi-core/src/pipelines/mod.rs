@@ -205,17 +205,6 @@ impl Output {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// The output as a JSON value: a list with one item per input, or, when `single`, that
-    /// one item (see [`Response`]).
-    pub fn to_json(&self, single: bool) -> serde_json::Value {
-        serde_json::to_value(Response {
-            output: self.clone(),
-            single,
-            tokens: 0,
-        })
-        .unwrap_or(serde_json::Value::Null)
-    }
 }
 
 /// A pipeline's answer to a [`Request`]: serializes as a list with one item per input, or, for a
