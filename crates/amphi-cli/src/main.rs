@@ -454,6 +454,10 @@ struct ServeArgs {
     /// Serve /debug/panic and /debug/spin (for tests).
     #[arg(long, hide = true)]
     debug_endpoints: bool,
+    /// Serve static files from this folder at `/`: the playground (`cargo xtask www` builds it
+    /// into target/www).
+    #[arg(long, value_name = "DIR")]
+    www: Option<PathBuf>,
 }
 
 fn serve(args: ServeArgs) -> Result<(), Failure> {
@@ -491,6 +495,16 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
             })
             .collect::<Result<Vec<_>, _>>()?
     };
+    if let Some(www) = args.www.as_ref().filter(|w| !w.is_dir()) {
+        return Err(Failure {
+            code: "missing_file".into(),
+            client: true,
+            message: format!(
+                "--www {}: not a folder (build the playground with `cargo xtask www`)",
+                www.display()
+            ),
+        });
+    }
     let deadline = std::time::Duration::from_millis(args.deadline_ms);
     let config = amphi_serve::ServeConfig {
         addr: args.addr,
@@ -514,6 +528,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
                 .map_or(deadline, std::time::Duration::from_millis),
         },
         debug_endpoints: args.debug_endpoints,
+        www: args.www,
     };
     tracing_subscriber::fmt()
         .json()

@@ -2,7 +2,7 @@
 //! HTTP client. One server serves every scenario in order (loading models once).
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,18 @@ impl Drop for Server {
     }
 }
 
+/// A small static site for `--www`.
+fn www_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("amphi-www-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sub"))?;
+    std::fs::write(
+        dir.join("index.html"),
+        "<!doctype html><title>amphi</title>",
+    )?;
+    std::fs::write(dir.join("sub/app.js"), "export const x = 1;")?;
+    Ok(dir)
+}
+
 fn start() -> Result<Server> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_amphi"));
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--debug-endpoints"])
@@ -43,6 +55,8 @@ fn start() -> Result<Server> {
         ])
         // Small enough that an oversized body fits the socket buffers: the 413 can be read back.
         .args(["--max-body-bytes", "65536"])
+        .arg("--www")
+        .arg(www_dir()?)
         .arg("--artifact")
         .arg(artifact_path())
         .arg("--model")
@@ -265,6 +279,50 @@ fn models_health_metrics_artifact(server: &Server) -> Result<()> {
     Ok(())
 }
 
+/// `--www` static files and `/models/{name}/{file}`, with cross-origin isolation headers.
+fn static_and_model_files(server: &Server) -> Result<()> {
+    let index = agent().get(format!("{}/", server.base)).call()?;
+    ensure!(index.status() == 200, "GET / {}", index.status());
+    ensure!(index.headers()["cross-origin-embedder-policy"] == "require-corp");
+    ensure!(index.headers()["cross-origin-opener-policy"] == "same-origin");
+    let js = agent().get(format!("{}/sub/app.js", server.base)).call()?;
+    ensure!(
+        js.headers()["content-type"]
+            .to_str()?
+            .contains("javascript")
+    );
+
+    let config = server.get("/models/tiny-bert/config.json")?;
+    ensure!(config.status == 200);
+    ensure!(config.body == std::fs::read(fixture_model("tiny-bert").join("config.json"))?);
+    let mut weights = agent()
+        .get(format!(
+            "{}/models/all-MiniLM-L6-v2/model.safetensors",
+            server.base
+        ))
+        .call()?;
+    let served = weights
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()?;
+    ensure!(served == std::fs::read(minilm_dir().join("model.safetensors"))?);
+
+    server.expect(
+        server.get("/models/nope/config.json")?,
+        404,
+        "model_not_found",
+    )?;
+    server.expect(server.get("/models/tiny-bert/vocab.txt")?, 404, "not_found")?;
+    server.expect(
+        server.get("/models/tiny-bert/..%2F..%2Fconfig.json")?,
+        404,
+        "not_found",
+    )?;
+    server.expect(server.get("/no/such/page.html")?, 404, "not_found")?;
+    Ok(())
+}
+
 fn error_codes(server: &Server) -> Result<()> {
     server.expect(
         server.post("/v1/embeddings", "{not json")?,
@@ -474,6 +532,7 @@ fn http_api() -> Result<()> {
     traps_never_take_the_server_down(&server)?;
     overload_gives_429(&server)?;
     models_health_metrics_artifact(&server)?;
+    static_and_model_files(&server)?;
 
     // Structured logs: one JSON object per line, with a request event.
     let logs = server.logs.lock().expect("logs").clone();

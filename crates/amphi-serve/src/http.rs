@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::handler::HandlerWithoutStateExt as _;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +15,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tower::ServiceExt as _;
 
 use crate::metrics::Metrics;
 use crate::pool::{Pool, PoolError};
@@ -48,6 +50,11 @@ pub struct AppState {
     pub limits: HttpLimits,
     /// Whether `/debug/*` (guest panic and runaway hooks for tests) is served.
     pub debug_endpoints: bool,
+    /// `(name, folder)` of each served model: `/models/{name}/{file}` serves its files, so that
+    /// pages can load the same model in the browser.
+    pub model_dirs: Arc<Vec<(String, std::path::PathBuf)>>,
+    /// Static files (the playground) served at `/`.
+    pub www: Option<std::path::PathBuf>,
 }
 
 /// An error response.
@@ -455,6 +462,44 @@ async fn fallback() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+/// `GET /models/{name}/{file}`: a file of a served model, for browsers that run it themselves.
+/// Only the files the engine reads are served.
+async fn model_file(
+    State(state): State<AppState>,
+    Path((name, file)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let Some((_, dir)) = state.model_dirs.iter().find(|(n, _)| *n == name) else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!("no model named {name}"),
+        )
+        .into_response();
+    };
+    let path = dir.join(&file);
+    if !amphi_core::ModelFiles::KNOWN.contains(&file.as_str()) || !path.is_file() {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{name} has no file {file}"),
+        )
+        .into_response();
+    }
+    match tower_http::services::ServeFile::new(path)
+        .oneshot(request)
+        .await
+    {
+        Ok(response) => response.into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
 /// Request log, metrics, and the cross-origin isolation headers pages need for wasm threads.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
@@ -496,7 +541,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 
 /// The router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/pipelines/{task}", post(pipeline))
         .route("/v1/models", get(models))
@@ -504,7 +549,16 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/amphi.wasm", get(artifact))
         .route("/debug/{what}", post(debug_hook))
-        .fallback(fallback)
+        .route("/models/{name}/{*file}", get(model_file));
+    let router = match &state.www {
+        Some(dir) => router.fallback_service(
+            tower_http::services::ServeDir::new(dir)
+                .call_fallback_on_method_not_allowed(true)
+                .not_found_service(fallback.into_service()),
+        ),
+        None => router.fallback(fallback),
+    };
+    router
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

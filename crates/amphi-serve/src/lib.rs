@@ -96,6 +96,8 @@ pub struct ServeConfig {
     pub http: HttpLimits,
     /// Serve `/debug/panic` and `/debug/spin` (tests only).
     pub debug_endpoints: bool,
+    /// Static files to serve at `/` (the playground, `cargo xtask www`).
+    pub www: Option<PathBuf>,
 }
 
 /// A started server (bound, models loaded), ready to [`Server::run`].
@@ -146,6 +148,8 @@ impl Server {
                 metrics: Arc::new(Metrics::default()),
                 limits: config.http,
                 debug_endpoints: config.debug_endpoints,
+                model_dirs: Arc::new(config.models.clone()),
+                www: config.www.clone(),
             },
         })
     }

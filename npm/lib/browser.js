@@ -1,0 +1,95 @@
+// Browser (and Web Worker) entry: model files from a hub id or a URL, cached in the Cache API so
+// that a page reloads its model without the network. Module-worker safe: no importScripts, no
+// eval; every asset is located with `new URL(…, import.meta.url)`.
+
+import init from '../dist/amphi_web.js';
+import {
+  AmphiError, MODEL_FILES, createApi, download, env, resolveRemote,
+} from './core.js';
+import { workerPipeline } from './worker-client.js';
+
+export { AmphiError, env, MODEL_FILES };
+
+/** The Cache API cache that holds model files. */
+export const CACHE_NAME = 'amphi-models-v1';
+let artifact = null;
+
+async function openCache(options) {
+  if (!(options.cache ?? env.cache) || typeof caches === 'undefined') return null;
+  try {
+    return await caches.open(CACHE_NAME);
+  } catch {
+    return null; // e.g. an opaque origin
+  }
+}
+
+/** Paths on the page's own server ('/models/x/', './models/x/') become URLs. */
+const absolute = (model) => (typeof model === 'string' && /^\.{0,2}\//.test(model)
+  ? new URL(model, globalThis.location.href).href
+  : model);
+
+async function fetchFiles(model, options, progress) {
+  const remote = resolveRemote(model, options);
+  const cache = await openCache(options);
+  const files = new Map();
+  for (const file of MODEL_FILES) {
+    const url = remote.base + file;
+    progress?.({ status: 'initiate', file });
+    const hit = cache && (await cache.match(url));
+    if (hit) {
+      if (hit.status === 404) continue; // known to be absent
+      const bytes = new Uint8Array(await hit.arrayBuffer());
+      progress?.({ status: 'done', file, loaded: bytes.length, total: bytes.length, cached: true });
+      files.set(file, bytes);
+      continue;
+    }
+    const bytes = await download(url, file, progress);
+    if (bytes === null) {
+      await cache?.put(url, new Response(null, { status: 404 }));
+      continue;
+    }
+    await cache?.put(url, new Response(bytes, { headers: { 'content-type': 'application/octet-stream' } }));
+    progress?.({ status: 'done', file, loaded: bytes.length, total: bytes.length, cached: false });
+    files.set(file, bytes);
+  }
+  return files;
+}
+
+/** Initialises the bridge module and compiles amphi.wasm (once). */
+function compileArtifact() {
+  artifact ??= (async () => {
+    await init({ module_or_path: new URL('../dist/amphi_web_bg.wasm', import.meta.url) });
+    const url = new URL('../dist/amphi.wasm', import.meta.url);
+    try {
+      return await WebAssembly.compileStreaming(fetch(url));
+    } catch {
+      // Served without `application/wasm`: compile from the bytes.
+      return WebAssembly.compile(await (await fetch(url)).arrayBuffer());
+    }
+  })();
+  artifact.catch(() => {
+    artifact = null;
+  });
+  return artifact;
+}
+
+const api = createApi({ fetchFiles, compileArtifact });
+
+/** Loads a model for a task; with `{ worker: true }` it runs in a module Web Worker. */
+export function pipeline(task, model, options = {}) {
+  // Resolved here: a worker's own location is the worker script's.
+  if (options.worker) return workerPipeline(task, absolute(model), options);
+  return api.pipeline(task, absolute(model), options);
+}
+/** Test hooks (not API). */
+export const __debug = {
+  /** Makes the shared engine instance trap. */
+  panic: api.debugPanic,
+};
+/** The engine instance's linear memory in bytes. */
+export const engineMemoryBytes = api.engineMemoryBytes;
+
+/** Removes every cached model file. */
+export async function clearCache() {
+  if (typeof caches !== 'undefined') await caches.delete(CACHE_NAME);
+}

@@ -1,0 +1,234 @@
+// The platform-independent part of the package: pipelines over the engine bridge.
+// `browser.js` and `node.js` supply how bytes are fetched and cached (a "platform").
+
+import { Engine } from '../dist/amphi_web.js';
+
+/** Every file the engine may read, as named in a Hugging Face model folder. */
+export const MODEL_FILES = [
+  'config.json',
+  'model.safetensors',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'modules.json',
+  'sentence_bert_config.json',
+  '1_Pooling/config.json',
+];
+/**
+ * Without config.json there is no model; the engine names any other missing file itself (after
+ * checking the architecture, so an unsupported model says so rather than "missing file").
+ */
+export const REQUIRED_FILES = new Set(['config.json']);
+export const TASKS = ['feature-extraction', 'text-classification', 'token-classification'];
+
+/** Errors thrown by amphi: `code` is stable (see the README); `message` is for people. */
+export class AmphiError extends Error {
+  constructor(code, message, options) {
+    super(message, options);
+    this.name = 'AmphiError';
+    this.code = code;
+  }
+}
+
+/** Errors from the bridge are plain `Error`s with a `code`; give them the class. */
+export function asAmphiError(e) {
+  if (e instanceof AmphiError) return e;
+  if (e && typeof e.code === 'string') return new AmphiError(e.code, e.message);
+  return new AmphiError('internal_error', String(e?.message ?? e), { cause: e });
+}
+
+/** Package-wide settings. */
+export const env = {
+  /** Where hub ids are resolved: `{hubEndpoint}/{id}/resolve/{revision}/{file}`. */
+  hubEndpoint: 'https://huggingface.co',
+  /** Cache downloaded model files (Cache API in browsers, a folder in Node). */
+  cache: true,
+};
+
+const DEVICES = { auto: 'auto', cpu: 'cpu', gpu: 'gpu', webgpu: 'gpu' };
+const now = () => globalThis.performance?.now() ?? Date.now();
+
+/** A hub id (`org/name` or `name`) or a URL (`https://…/folder/`): its base URL. */
+export function resolveRemote(model, options) {
+  if (/^https?:\/\//.test(model)) {
+    return { base: model.endsWith('/') ? model : `${model}/`, repo: null };
+  }
+  if (!/^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/.test(model) || model.includes('..')) {
+    throw new AmphiError('invalid_input', `"${model}" is neither a hub id (org/name), a URL nor a local folder`);
+  }
+  const endpoint = (options.endpoint ?? env.hubEndpoint).replace(/\/+$/, '');
+  const revision = options.revision ?? 'main';
+  return {
+    base: `${endpoint}/${model}/resolve/${encodeURIComponent(revision)}/`,
+    repo: model,
+    revision,
+  };
+}
+
+/**
+ * Downloads one file with progress events. Resolves to bytes, or `null` for a missing optional
+ * file (404). `expectSha256` is checked when the hub sent one (LFS files).
+ */
+export async function download(url, file, progress) {
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (e) {
+    throw new AmphiError('download_failed', `${file}: ${url} could not be fetched (${e.message})`, { cause: e });
+  }
+  if (response.status === 404 || response.status === 401 || response.status === 403) {
+    if (REQUIRED_FILES.has(file)) {
+      throw new AmphiError('model_not_found', `${file}: ${url} answered ${response.status}`);
+    }
+    return null;
+  }
+  if (!response.ok) {
+    throw new AmphiError('download_failed', `${file}: ${url} answered ${response.status}`);
+  }
+  const total = Number(response.headers.get('content-length')) || 0;
+  progress?.({ status: 'download', file, loaded: 0, total });
+  const chunks = [];
+  let loaded = 0;
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    progress?.({ status: 'progress', file, loaded, total, progress: total ? (100 * loaded) / total : undefined });
+  }
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
+  }
+  if (total && loaded !== total) {
+    throw new AmphiError('download_failed', `${file}: got ${loaded} of ${total} bytes`);
+  }
+  const etag = (response.headers.get('x-linked-etag') ?? response.headers.get('etag') ?? '').replace(/^W\//, '').replaceAll('"', '');
+  if (/^[0-9a-f]{64}$/.test(etag) && globalThis.crypto?.subtle) {
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+    const hex = Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+    if (hex !== etag) {
+      throw new AmphiError('download_failed', `${file}: sha256 ${hex} does not match the hub's ${etag}`);
+    }
+  }
+  return bytes;
+}
+
+/** Call options are the pipeline's parameters (Hugging Face names); `undefined` means unset. */
+function parameters(options) {
+  return Object.fromEntries(Object.entries(options ?? {}).filter(([, v]) => v !== undefined));
+}
+
+/**
+ * Builds the public API on a platform:
+ * `{ fetchFiles(model, options, progress) → Map<name, Uint8Array>, compileArtifact() → Module }`.
+ */
+export function createApi(platform) {
+  let engine = null;
+
+  /** The shared engine instance, re-created when the previous one trapped. */
+  async function getEngine() {
+    if (engine) {
+      const current = await engine;
+      if (!current.crashed) return current;
+    }
+    engine = (async () => Engine.create(await platform.compileArtifact()))();
+    engine.catch(() => {
+      engine = null;
+    });
+    return engine;
+  }
+
+  async function load(task, model, options) {
+    const progress = typeof options.progress === 'function' ? options.progress : null;
+    const files = await platform.fetchFiles(model, options, progress);
+    const device = DEVICES[options.device ?? 'auto'];
+    if (!device) {
+      throw new AmphiError('invalid_input', `device must be one of ${Object.keys(DEVICES).join(', ')}`);
+    }
+    const loadOptions = { device };
+    if (options.maxLength !== undefined) loadOptions.max_length = options.maxLength;
+    const e = await getEngine();
+    const handle = e.load(files, JSON.stringify(loadOptions));
+    const info = handle.info();
+    if (!info.tasks.includes(task)) {
+      handle.dispose();
+      throw new AmphiError('unsupported_task', `${model} does not support ${task} (it supports ${info.tasks.join(', ')})`);
+    }
+    return { engine: e, handle, info };
+  }
+
+  /**
+   * `pipeline(task, model, options)`: loads a model for a task and returns a function that runs
+   * it. See index.d.ts for the types.
+   */
+  async function pipeline(task, model, options = {}) {
+    try {
+      if (!TASKS.includes(task)) {
+        throw new AmphiError('unsupported_task', `unknown task "${task}"; amphi runs ${TASKS.join(', ')}`);
+      }
+      if (typeof model !== 'string' || model === '') {
+        throw new AmphiError('invalid_input', 'model must be a hub id, a URL or (in Node) a folder');
+      }
+      const started = now();
+      let state = await load(task, model, options);
+      const loadMs = now() - started;
+      options.progress?.({ status: 'ready', task, model, device: state.info.device });
+      let disposed = false;
+
+      const run = async (inputs, runOptions = {}) => {
+        try {
+          if (disposed) throw new AmphiError('disposed', 'this pipeline was disposed');
+          if (state.engine.crashed) {
+            // The previous call trapped: load the model again into a fresh instance (the files
+            // come from the cache).
+            state = await load(task, model, { ...options, progress: undefined });
+          }
+          const t0 = now();
+          const output = state.handle.run(task, { inputs, parameters: parameters(runOptions) });
+          fn.lastRun = { ms: now() - t0, tokens: state.handle.lastTokens(), device: state.info.device };
+          return output;
+        } catch (e) {
+          throw asAmphiError(e);
+        }
+      };
+      const fn = (inputs, runOptions) => run(inputs, runOptions);
+      Object.defineProperties(fn, {
+        task: { value: task, enumerable: true },
+        model: { value: model, enumerable: true },
+        device: { get: () => state.info.device, enumerable: true },
+        info: { get: () => state.info, enumerable: true },
+        loadMs: { value: loadMs, enumerable: true },
+        disposed: { get: () => disposed, enumerable: true },
+      });
+      fn.lastRun = null;
+      fn.dispose = async () => {
+        if (!disposed) {
+          disposed = true;
+          state.handle.dispose();
+        }
+      };
+      return fn;
+    } catch (e) {
+      throw asAmphiError(e);
+    }
+  }
+
+  /** The engine's memory in bytes (grows, never shrinks; freed memory is reused). */
+  async function engineMemoryBytes() {
+    return (await getEngine()).memoryBytes;
+  }
+
+  async function debugPanic() {
+    try {
+      (await getEngine()).__debugPanic();
+    } catch (e) {
+      throw asAmphiError(e);
+    }
+  }
+
+  return { pipeline, engineMemoryBytes, debugPanic };
+}

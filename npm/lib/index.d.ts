@@ -1,0 +1,196 @@
+// Types of the `amphi` package (the same for the browser, Web Worker and Node.js entries).
+
+/** Where a model runs. `webgpu` and `gpu` are the same request. */
+export type Device = 'auto' | 'cpu' | 'gpu' | 'webgpu';
+
+export type Task = 'feature-extraction' | 'text-classification' | 'token-classification';
+
+/** Stable error codes: match on these, not on messages. */
+export type ErrorCode =
+  // from the engine (the same codes as the HTTP API and the CLI)
+  | 'missing_file' | 'invalid_json' | 'invalid_config' | 'unsupported_architecture'
+  | 'invalid_weights' | 'missing_tensor' | 'unsupported_dtype' | 'shape_mismatch'
+  | 'tokenizer_error' | 'invalid_input' | 'input_too_large' | 'unsupported_task'
+  | 'device_unavailable' | 'backend_error' | 'internal_error'
+  // from the package
+  | 'model_not_found' | 'download_failed' | 'disposed' | 'engine_crashed' | 'abi_mismatch'
+  | 'worker_failed';
+
+/** Every error amphi throws. */
+export declare class AmphiError extends Error {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown });
+  readonly name: 'AmphiError';
+  readonly code: ErrorCode;
+}
+
+/** A download or load step, reported to `progress`. */
+export type ProgressEvent =
+  | { status: 'initiate'; file: string }
+  | { status: 'download'; file: string; loaded: number; total: number }
+  | { status: 'progress'; file: string; loaded: number; total: number; progress?: number }
+  | { status: 'done'; file: string; loaded: number; total: number; cached: boolean }
+  | { status: 'ready'; task: Task; model: string; device: 'cpu' | 'gpu' };
+
+export interface PipelineOptions {
+  /** Default `auto`: the GPU when one works, else CPU SIMD. */
+  device?: Device;
+  /** Called for each download step. */
+  progress?: (event: ProgressEvent) => void;
+  /** Hub revision (branch, tag or commit). Default `main`. */
+  revision?: string;
+  /** Hub endpoint for this model (default `env.hubEndpoint`). */
+  endpoint?: string;
+  /** Truncate inputs to at most this many tokens (default: the model's maximum). */
+  maxLength?: number;
+  /** Cache downloaded files (default `env.cache`). */
+  cache?: boolean;
+  /**
+   * Browsers: run the pipeline in a module Web Worker (`true`: one the package starts; or a
+   * `Worker` you started from `amphi/worker`). The pipeline's API is the same.
+   */
+  worker?: boolean | Worker;
+}
+
+/** What the engine says about a loaded model. */
+export interface ModelInfo {
+  device: 'cpu' | 'gpu';
+  tasks: Task[];
+  architectures: string[];
+  hidden_size: number;
+  max_length: number;
+  labels: string[] | null;
+  embedding_defaults: { pooling: Pooling; normalize: boolean };
+}
+
+/** Timing of the last call. */
+export interface RunInfo {
+  /** Milliseconds inside the engine. */
+  ms: number;
+  /** Tokens processed. */
+  tokens: number;
+  device: 'cpu' | 'gpu';
+}
+
+interface PipelineBase<T extends Task> {
+  readonly task: T;
+  readonly model: string;
+  /** The device that runs this model. */
+  readonly device: 'cpu' | 'gpu';
+  readonly info: ModelInfo;
+  /** Milliseconds from `pipeline()` to ready (downloads included). */
+  readonly loadMs: number;
+  readonly disposed: boolean;
+  /** Set after each call. */
+  lastRun: RunInfo | null;
+  /** Frees the model's memory (and the worker, if any). Later calls throw `disposed`. */
+  dispose(): Promise<void>;
+}
+
+/** A text, or a text pair for cross-encoders and NLI models. */
+export type TextInput = string | { text: string; text_pair: string };
+
+export type Pooling = 'none' | 'mean' | 'cls';
+
+export interface FeatureExtractionOptions {
+  /** Default: the model folder's sentence-transformers pooling, else `none`. */
+  pooling?: Pooling;
+  /** L2-normalise (default: true when the model folder has a Normalize module). */
+  normalize?: boolean;
+  max_length?: number;
+}
+
+/** One vector per input (pooled), or one vector per token per input (`pooling: 'none'`). */
+export type Embeddings = number[][] | number[][][];
+
+export interface FeatureExtractionPipeline extends PipelineBase<'feature-extraction'> {
+  (inputs: TextInput | TextInput[], options?: FeatureExtractionOptions & { pooling?: 'mean' | 'cls' }): Promise<number[][]>;
+  (inputs: TextInput | TextInput[], options: FeatureExtractionOptions & { pooling: 'none' }): Promise<number[][][]>;
+  (inputs: TextInput | TextInput[], options?: FeatureExtractionOptions): Promise<Embeddings>;
+}
+
+export interface ClassificationLabel {
+  label: string;
+  score: number;
+}
+
+export interface TextClassificationOptions {
+  /** Labels per input: a number, or `null` for all (default: the best one). */
+  top_k?: number | null;
+  /** Default from the model's `problem_type`. */
+  function_to_apply?: 'softmax' | 'sigmoid' | 'none';
+  max_length?: number;
+}
+
+export interface TextClassificationPipeline extends PipelineBase<'text-classification'> {
+  /** One input: its labels. */
+  (inputs: TextInput, options?: TextClassificationOptions): Promise<ClassificationLabel[]>;
+  /** A batch: the best label of each input, or (with `top_k`) a list of labels per input. */
+  (inputs: TextInput[], options?: TextClassificationOptions): Promise<ClassificationLabel[] | ClassificationLabel[][]>;
+}
+
+export interface TokenEntity {
+  /** The label of the token (`aggregation_strategy: 'none'`). */
+  entity?: string;
+  /** The label of the group, B-/I- prefix removed (`aggregation_strategy: 'simple'`). */
+  entity_group?: string;
+  score: number;
+  /** Token position (`none` only). */
+  index?: number;
+  word: string;
+  /** Character offsets in the input. */
+  start: number | null;
+  end: number | null;
+}
+
+export interface TokenClassificationOptions {
+  aggregation_strategy?: 'none' | 'simple';
+  /** Labels left out (default `['O']`). */
+  ignore_labels?: string[];
+  max_length?: number;
+}
+
+export interface TokenClassificationPipeline extends PipelineBase<'token-classification'> {
+  (inputs: string, options?: TokenClassificationOptions): Promise<TokenEntity[]>;
+  (inputs: string[], options?: TokenClassificationOptions): Promise<TokenEntity[][]>;
+}
+
+export interface PipelineByTask {
+  'feature-extraction': FeatureExtractionPipeline;
+  'text-classification': TextClassificationPipeline;
+  'token-classification': TokenClassificationPipeline;
+}
+
+/**
+ * Loads `model` for `task`: a hub id (`sentence-transformers/all-MiniLM-L6-v2`, resolved
+ * against `env.hubEndpoint`), a URL of a model folder, or (Node) a local folder.
+ */
+export declare function pipeline<T extends Task>(
+  task: T,
+  model: string,
+  options?: PipelineOptions,
+): Promise<PipelineByTask[T]>;
+
+/** Package-wide settings. */
+export declare const env: {
+  /** Default `https://huggingface.co`. */
+  hubEndpoint: string;
+  /** Default `true`. */
+  cache: boolean;
+  /** Node: the cache folder (default `$AMPHI_CACHE_DIR` or `~/.cache/amphi`). */
+  cacheDir?: string;
+};
+
+/** The files a model folder may hold that amphi reads. */
+export declare const MODEL_FILES: readonly string[];
+
+/** The engine instance's linear memory in bytes (it grows; freed memory is reused). */
+export declare function engineMemoryBytes(): Promise<number>;
+
+/** Browsers: removes every cached model file from the Cache API. */
+export declare function clearCache(): Promise<void>;
+
+/** Node: the path of `amphi.wasm` inside the package. */
+export declare const artifactPath: string;
+
+/** Test hooks: not part of the API. */
+export declare const __debug: { panic(): Promise<void> };

@@ -1,0 +1,116 @@
+// Node.js entry: model files from a folder, a hub id or a URL; downloads cached in a folder that
+// follows the serverless host's layout (`{cache}/hub/{org--name}/{revision}/…`), so `amphi serve`
+// and Node share what they downloaded.
+
+import { readFile, writeFile, mkdir, rename, rm } from 'node:fs/promises';
+import { existsSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { homedir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { initSync } from '../dist/amphi_web.js';
+import {
+  AmphiError, MODEL_FILES, REQUIRED_FILES, createApi, download, env, resolveRemote,
+} from './core.js';
+
+export { AmphiError, env, MODEL_FILES };
+
+const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist');
+let bridgeReady = false;
+let artifact = null;
+
+/** Marks a complete download, as the serverless host does. */
+const COMPLETE = '.amphi-complete';
+
+/** The cache folder: `env.cacheDir`, `$AMPHI_CACHE_DIR`, or `~/.cache/amphi`. */
+function cacheDir() {
+  return env.cacheDir ?? process.env.AMPHI_CACHE_DIR ?? join(homedir(), '.cache', 'amphi');
+}
+
+function isLocal(model) {
+  if (model.startsWith('file:')) return true;
+  if (/^(\.{1,2}|~)?\//.test(model) || /^[A-Za-z]:\\/.test(model)) return true;
+  if (/^https?:\/\//.test(model)) return false;
+  try {
+    return statSync(model).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+async function readFolder(dir, progress) {
+  const files = new Map();
+  for (const file of MODEL_FILES) {
+    const path = join(dir, file);
+    if (!existsSync(path)) {
+      if (REQUIRED_FILES.has(file)) {
+        throw new AmphiError('model_not_found', `${path} does not exist`);
+      }
+      continue;
+    }
+    progress?.({ status: 'initiate', file });
+    const bytes = new Uint8Array(await readFile(path));
+    progress?.({ status: 'done', file, loaded: bytes.length, total: bytes.length, cached: true });
+    files.set(file, bytes);
+  }
+  return files;
+}
+
+async function fetchFiles(model, options, progress) {
+  if (isLocal(model)) {
+    const dir = model.startsWith('file:') ? fileURLToPath(model) : resolve(model.replace(/^~(?=\/)/, homedir()));
+    return readFolder(dir, progress);
+  }
+  const remote = resolveRemote(model, options);
+  const useCache = options.cache ?? env.cache;
+  const folder = remote.repo
+    ? join(cacheDir(), 'hub', remote.repo.replace('/', '--'), remote.revision)
+    : join(cacheDir(), 'url', createHash('sha256').update(remote.base).digest('hex').slice(0, 16));
+  if (useCache && existsSync(join(folder, COMPLETE))) {
+    return readFolder(folder, progress);
+  }
+  const files = new Map();
+  for (const file of MODEL_FILES) {
+    progress?.({ status: 'initiate', file });
+    const bytes = await download(remote.base + file, file, progress);
+    if (bytes === null) continue;
+    progress?.({ status: 'done', file, loaded: bytes.length, total: bytes.length, cached: false });
+    files.set(file, bytes);
+  }
+  if (useCache) {
+    await rm(folder, { recursive: true, force: true });
+    for (const [file, bytes] of files) {
+      const path = join(folder, file);
+      await mkdir(dirname(path), { recursive: true });
+      await writeFile(`${path}.part`, bytes);
+      await rename(`${path}.part`, path);
+    }
+    await writeFile(join(folder, COMPLETE), '');
+  }
+  return files;
+}
+
+/** Initialises the bridge module and compiles amphi.wasm (once). */
+async function compileArtifact() {
+  if (!bridgeReady) {
+    initSync({ module: await readFile(join(dist, 'amphi_web_bg.wasm')) });
+    bridgeReady = true;
+  }
+  artifact ??= WebAssembly.compile(await readFile(join(dist, 'amphi.wasm')));
+  return artifact;
+}
+
+const api = createApi({ fetchFiles, compileArtifact });
+
+/** Loads a model for a task; see index.d.ts. */
+export const pipeline = api.pipeline;
+/** Test hooks (not API). */
+export const __debug = {
+  /** Makes the shared engine instance trap. */
+  panic: api.debugPanic,
+};
+/** The engine instance's linear memory in bytes. */
+export const engineMemoryBytes = api.engineMemoryBytes;
+/** Where `amphi.wasm` lies in this package. */
+export const artifactPath = join(dist, 'amphi.wasm');

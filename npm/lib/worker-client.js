@@ -1,0 +1,73 @@
+// `pipeline(task, model, { worker: true })`: the same pipeline, running in a module Web Worker
+// (lib/worker.js) so that the page's main thread never blocks on inference.
+
+import { AmphiError } from './core.js';
+
+export async function workerPipeline(task, model, options) {
+  const worker = typeof options.worker === 'object'
+    ? options.worker
+    : new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'amphi' });
+  const pending = new Map();
+  let next = 1;
+  const failAll = (error) => {
+    for (const { reject } of pending.values()) reject(error);
+    pending.clear();
+  };
+  worker.addEventListener('message', ({ data }) => {
+    if (data?.type === 'progress') {
+      options.progress?.(data.event);
+      return;
+    }
+    const call = pending.get(data?.id);
+    if (!call) return;
+    pending.delete(data.id);
+    if (data.error) call.reject(new AmphiError(data.error.code, data.error.message));
+    else call.resolve(data.result);
+  });
+  worker.addEventListener('error', (e) => {
+    e.preventDefault?.();
+    failAll(new AmphiError('worker_failed', `the amphi worker failed: ${e.message ?? 'unknown error'}`));
+  });
+  const call = (message) => new Promise((resolve, reject) => {
+    const id = next++;
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ ...message, id });
+  });
+
+  const { progress, worker: _worker, ...rest } = options;
+  let loaded;
+  try {
+    loaded = await call({ op: 'load', task, model, options: { ...rest, progress: Boolean(progress) } });
+  } catch (e) {
+    worker.terminate();
+    throw e;
+  }
+  let disposed = false;
+  const fn = async (inputs, runOptions) => {
+    if (disposed) throw new AmphiError('disposed', 'this pipeline was disposed');
+    const { output, lastRun } = await call({ op: 'run', inputs, options: runOptions });
+    fn.lastRun = lastRun;
+    return output;
+  };
+  Object.defineProperties(fn, {
+    task: { value: task, enumerable: true },
+    model: { value: model, enumerable: true },
+    device: { value: loaded.info.device, enumerable: true },
+    info: { value: loaded.info, enumerable: true },
+    loadMs: { value: loaded.loadMs, enumerable: true },
+    disposed: { get: () => disposed, enumerable: true },
+    worker: { value: worker, enumerable: true },
+  });
+  fn.lastRun = null;
+  fn.dispose = async () => {
+    if (disposed) return;
+    disposed = true;
+    try {
+      await call({ op: 'dispose' });
+    } finally {
+      worker.terminate();
+      failAll(new AmphiError('disposed', 'this pipeline was disposed'));
+    }
+  };
+  return fn;
+}

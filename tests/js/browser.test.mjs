@@ -1,0 +1,223 @@
+// The playground and the npm package in headless Chromium (Debian's /usr/bin/chromium driven by
+// playwright-core; never a downloaded browser), served by `amphi serve` on loopback: each page is
+// used as a visitor would (type, click, read the numbers) and checked against the goldens; the
+// golden bodies of ./support/checks.mjs run inside the page (main thread) and in a Web Worker;
+// the model cache works offline; the served and packaged amphi.wasm are byte-identical.
+// Screenshots go to target/screenshots (or $AMPHI_SCREENSHOTS).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+import * as checks from './support/checks.mjs';
+import { artifact, golden, screenshots } from './support/paths.mjs';
+import { startServer } from './support/serve.mjs';
+
+const FLAGS = ['--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'];
+
+let server;
+let context;
+let profile;
+
+before(async () => {
+  server = await startServer();
+  profile = mkdtempSync(join(tmpdir(), 'amphi-chromium-'));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: FLAGS,
+    viewport: { width: 1200, height: 900 },
+  });
+  mkdirSync(screenshots, { recursive: true });
+  console.log(`screenshots: ${screenshots}`);
+});
+
+after(async () => {
+  await context?.close();
+  await server?.stop();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+async function open(path) {
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  // Optional model files (tokenizer_config.json, …) that a folder lacks answer 404, which the
+  // browser logs; anything else on the console is an error.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 404/.test(m.text())) errors.push(m.text());
+  });
+  const started = Date.now();
+  const response = await page.goto(`${server.url}/${path}`);
+  assert.equal(response.status(), 200);
+  return { page, errors, started };
+}
+
+async function runPage(page) {
+  await page.click('#run');
+  await page.waitForSelector('body[data-state="done"], body[data-state="error"]', { timeout: 120_000 });
+  assert.equal(await page.textContent('#error'), '', 'the page shows an error');
+}
+
+const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
+
+test('served and packaged amphi.wasm are byte-identical; pages are cross-origin isolated', async () => {
+  const packaged = readFileSync(createRequire(import.meta.url).resolve('amphi/amphi.wasm'));
+  const served = Buffer.from(await (await fetch(`${server.url}/amphi.wasm`)).arrayBuffer());
+  const page = await fetch(`${server.url}/pkg/amphi/dist/amphi.wasm`);
+  assert.equal(page.headers.get('content-type'), 'application/wasm');
+  const inPlayground = Buffer.from(await page.arrayBuffer());
+  const want = sha256(readFileSync(artifact));
+  assert.equal(sha256(packaged), want, 'npm package');
+  assert.equal(sha256(served), want, 'GET /amphi.wasm (what the serverless host runs)');
+  assert.equal(sha256(inPlayground), want, 'the playground\'s copy');
+
+  const { page: index, errors } = await open('index.html');
+  assert.equal(await index.evaluate(() => globalThis.crossOriginIsolated), true);
+  await index.waitForFunction(() => !document.getElementById('webgpu').textContent.includes('checking'));
+  await index.screenshot({ path: join(screenshots, 'index.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await index.close();
+});
+
+test('feature-extraction page: the similarity matrix matches the golden embeddings (Web Worker)', async () => {
+  const g = golden('minilm-hello-world.json').cases.find((c) => c.name === 'batch_padded');
+  const { page, errors, started } = await open('feature-extraction.html?device=cpu');
+  await page.fill('#inputs', g.texts.join('\n'));
+  await page.fill('#query', 'a fast animal');
+  await runPage(page);
+  console.log(`chromium feature-extraction (worker, all-MiniLM-L6-v2): page open to first result ${Date.now() - started} ms; `
+    + `load ${await page.textContent('#load-ms')} ms, inference ${await page.textContent('#run-ms')} ms`);
+  assert.match(await page.textContent('#device-used'), /CPU/);
+  assert.equal(await page.textContent('#thread-used'), 'Web Worker');
+
+  // Cosine of the golden (normalised) embeddings. Each component is within 1e-5 of the
+  // reference, so the cosine is within 1e-4.
+  const [a, b] = [0, 1].map((i) => g.embedding.data.slice(i * 384, (i + 1) * 384));
+  const want = a.reduce((s, x, i) => s + x * b[i], 0);
+  const cell = async (i, j) => Number(await page.getAttribute(`td[data-i="${i}"][data-j="${j}"]`, 'data-value'));
+  assert.ok(Math.abs((await cell(0, 1)) - want) <= 1e-4, `${await cell(0, 1)} vs ${want}`);
+  assert.ok(Math.abs((await cell(1, 0)) - want) <= 1e-4);
+  assert.ok(Math.abs((await cell(0, 0)) - 1) <= 1e-5);
+  const ranked = await page.$$eval('#search li', (li) => li.map((l) => l.textContent));
+  assert.match(ranked[0], /quick brown fox/);
+  await page.screenshot({ path: join(screenshots, 'feature-extraction.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('text-classification page: every label and probability matches the golden (main thread)', async () => {
+  const cases = golden('tiny-bert-seqcls.json').cases.filter((c) => !c.text_pairs && c.texts.length === 1 && c.texts[0].trim() === c.texts[0] && c.texts[0]);
+  const { page, errors } = await open('text-classification.html?device=cpu&worker=0');
+  await page.fill('#inputs', cases.map((c) => c.texts[0]).join('\n'));
+  await runPage(page);
+  assert.equal(await page.textContent('#thread-used'), 'main thread');
+  for (const [i, c] of cases.entries()) {
+    const shown = await page.$$eval(`.result[data-index="${i}"] .labels`, ([el]) => {
+      const labels = [...el.querySelectorAll('.label')].map((l) => l.dataset.label);
+      const scores = [...el.querySelectorAll('.score')].map((s) => Number(s.dataset.score));
+      return labels.map((label, k) => ({ label, score: scores[k] }));
+    });
+    const want = c.outputs.pipeline_all_labels[0];
+    assert.deepEqual(shown.map((l) => l.label), want.map((l) => l.label), c.name);
+    shown.forEach((l, k) => assert.ok(Math.abs(l.score - want[k].score) <= checks.TOL_PROB, `${c.name}: ${l.score} vs ${want[k].score}`));
+  }
+  await page.screenshot({ path: join(screenshots, 'text-classification.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('token-classification page: grouped entities match the golden and are highlighted', async () => {
+  const c = golden('tiny-bert-tokcls.json').cases.find((x) => x.name === 'sentence');
+  const { page, errors } = await open('token-classification.html?device=cpu&worker=0');
+  await page.fill('#inputs', c.texts[0]);
+  await runPage(page);
+  const shown = await page.$$eval('#entities tr', (rows) => rows.map((r) => JSON.parse(r.dataset.entity)));
+  const want = c.outputs.pipeline_aggregation_simple[0];
+  assert.equal(shown.length, want.length);
+  shown.forEach((e, i) => {
+    const { score, ...rest } = want[i];
+    assert.deepEqual({ ...e, score: undefined }, { ...rest, score: undefined });
+    assert.ok(Math.abs(e.score - score) <= checks.TOL_PROB);
+  });
+  const marks = await page.$$eval('#highlighted mark', (m) => m.map((x) => x.firstChild.textContent));
+  assert.deepEqual(marks, want.map((e) => c.texts[0].slice(e.start, e.end)));
+  await page.screenshot({ path: join(screenshots, 'token-classification.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+/** Runs the golden bodies inside a page: pipelines are created there with `import('amphi')`. */
+function pageRunner(page, worker) {
+  return (task, model, inputs, parameters) => page.evaluate(async ([task, model, inputs, parameters, worker]) => {
+    const { pipeline } = await import('amphi');
+    globalThis.pipes ??= {};
+    const key = `${task}/${model}`;
+    globalThis.pipes[key] ??= pipeline(task, `/models/${model}/`, { device: 'cpu', worker });
+    return (await globalThis.pipes[key])(inputs, parameters);
+  }, [task, model, inputs, parameters, worker]);
+}
+
+test('goldens inside Chromium: tiny models on the main thread, all-MiniLM-L6-v2 in a Web Worker', async () => {
+  const { page, errors } = await open('index.html');
+  const main = pageRunner(page, false);
+  await checks.tinyBertHiddenStates(main, golden('tiny-bert.json'));
+  await checks.tinySeqcls(main, golden('tiny-bert-seqcls.json'));
+  await checks.tinyTokcls(main, golden('tiny-bert-tokcls.json'));
+  const inWorker = pageRunner(page, true);
+  await checks.minilm(inWorker, golden('minilm-hello-world.json'));
+  const where = await page.evaluate(async () => {
+    const p = await globalThis.pipes['feature-extraction/all-MiniLM-L6-v2'];
+    return { worker: p.worker instanceof Worker, device: p.device };
+  });
+  assert.deepEqual(where, { worker: true, device: 'cpu' });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('browser errors carry codes; dispose; the Cache API serves models offline', async () => {
+  const { page } = await open('index.html');
+  const codes = await page.evaluate(async () => {
+    const { pipeline } = await import('amphi');
+    const code = (p) => p.then(() => 'resolved', (e) => `${e.name}:${e.code}`);
+    const p = await pipeline('text-classification', '/models/tiny-bert-seqcls/');
+    await p.dispose();
+    return {
+      missing: await code(pipeline('feature-extraction', '/models/no-such-model/')),
+      task: await code(pipeline('text-classification', '/models/tiny-bert/')),
+      webgpu: await code(pipeline('feature-extraction', '/models/tiny-bert/', { device: 'webgpu' })),
+      empty: await code(pipeline('feature-extraction', '/models/tiny-bert/').then((x) => x([]))),
+      disposed: await code(p('x')),
+      worker: await code(pipeline('feature-extraction', '/models/no-such-model/', { worker: true })),
+    };
+  });
+  assert.deepEqual(codes, {
+    missing: 'AmphiError:model_not_found',
+    task: 'AmphiError:unsupported_task',
+    webgpu: 'AmphiError:device_unavailable',
+    empty: 'AmphiError:invalid_input',
+    disposed: 'AmphiError:disposed',
+    worker: 'AmphiError:model_not_found',
+  });
+
+  // Every model file was cached by the loads above; cut the network and load again.
+  await page.route('**/models/**', (route) => route.abort('internetdisconnected'));
+  await context.setOffline(true);
+  const offline = await page.evaluate(async () => {
+    const { pipeline } = await import('amphi');
+    const events = [];
+    const p = await pipeline('text-classification', '/models/tiny-bert-seqcls/', { progress: (e) => events.push(e) });
+    const out = await p('offline');
+    await p.dispose();
+    return { cached: events.filter((e) => e.status === 'done').map((e) => e.cached), labels: out.length };
+  });
+  await context.setOffline(false);
+  assert.ok(offline.cached.length >= 3 && offline.cached.every(Boolean), JSON.stringify(offline));
+  assert.equal(offline.labels, 1);
+  await page.close();
+});

@@ -1,0 +1,148 @@
+// The packed npm package under Node, as a user installs it (`cargo xtask test` installs
+// target/npm/amphi-*.tgz into tests/js/node_modules): goldens, errors, dispose, hub loading
+// with progress and an offline cache, and recovery from a trap.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, mkdtempSync, mkdirSync, copyFileSync, writeFileSync, realpathSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+
+import { pipeline, env, AmphiError, artifactPath, engineMemoryBytes, __debug } from 'amphi';
+import * as checks from './support/checks.mjs';
+import { artifact, fixtures, golden, modelDir } from './support/paths.mjs';
+import { startHub } from './support/hub.mjs';
+
+const sha256 = (path) => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+test('the package resolves from node_modules and holds amphi.wasm byte for byte', () => {
+  const resolved = realpathSync(createRequire(import.meta.url).resolve('amphi/amphi.wasm'));
+  assert.match(resolved, /node_modules\/amphi\/dist\/amphi\.wasm$/);
+  assert.equal(realpathSync(artifactPath), resolved);
+  assert.equal(sha256(resolved), sha256(artifact), 'npm package amphi.wasm != target/amphi.wasm');
+});
+
+/** One pipeline per (task, model), loaded from the fixture folders. */
+function nodeRunner() {
+  const loaded = new Map();
+  const run = async (task, model, inputs, parameters) => {
+    const key = `${task}/${model}`;
+    if (!loaded.has(key)) loaded.set(key, pipeline(task, modelDir(model), { device: 'cpu' }));
+    return (await loaded.get(key))(inputs, parameters);
+  };
+  run.dispose = async () => Promise.all([...loaded.values()].map(async (p) => (await p).dispose()));
+  return run;
+}
+
+test('goldens: tiny models and all-MiniLM-L6-v2 within the fixtures tolerances', async () => {
+  const run = nodeRunner();
+  await checks.tinyBertHiddenStates(run, golden('tiny-bert.json'));
+  await checks.tinySeqcls(run, golden('tiny-bert-seqcls.json'));
+  await checks.tinyTokcls(run, golden('tiny-bert-tokcls.json'));
+  await checks.minilm(run, golden('minilm-hello-world.json'));
+  await run.dispose();
+});
+
+test('bad input gives an AmphiError with a stable code', async () => {
+  const rejects = (promise, code) => assert.rejects(promise, (e) => {
+    assert.ok(e instanceof AmphiError, `${e} is not an AmphiError`);
+    assert.equal(e.code, code, e.message);
+    return true;
+  });
+  const tiny = modelDir('tiny-bert');
+  await rejects(pipeline('summarization', tiny), 'unsupported_task');
+  await rejects(pipeline('text-classification', tiny), 'unsupported_task');
+  await rejects(pipeline('feature-extraction', join(fixtures, 'models/tiny-vit')), 'unsupported_architecture');
+  await rejects(pipeline('feature-extraction', '/nonexistent/model'), 'model_not_found');
+  await rejects(pipeline('feature-extraction', 'not a model id!'), 'invalid_input');
+  await rejects(pipeline('feature-extraction', tiny, { device: 'tpu' }), 'invalid_input');
+  await rejects(pipeline('feature-extraction', tiny, { device: 'webgpu' }), 'device_unavailable');
+
+  // Corrupt weights: the safetensors file cut in half.
+  const broken = mkdtempSync(join(tmpdir(), 'amphi-broken-'));
+  for (const f of ['config.json', 'tokenizer.json']) copyFileSync(join(tiny, f), join(broken, f));
+  const weights = readFileSync(join(tiny, 'model.safetensors'));
+  writeFileSync(join(broken, 'model.safetensors'), weights.subarray(0, weights.length >> 1));
+  await rejects(pipeline('feature-extraction', broken), 'invalid_weights');
+
+  const extractor = await pipeline('feature-extraction', tiny);
+  await rejects(extractor([]), 'invalid_input');
+  await rejects(extractor('x', { top_k: 2 }), 'invalid_input');
+  await rejects(extractor('x', { pooling: 'max' }), 'invalid_input');
+  await rejects(extractor(42), 'invalid_input');
+  await rejects(extractor('word '.repeat(300_000)), 'input_too_large');
+  // The engine is still fine after all that.
+  assert.equal((await extractor('still works')).length, 1);
+  await extractor.dispose();
+});
+
+test('dispose frees the model: later calls fail, memory is reused', async () => {
+  const seqcls = modelDir('tiny-bert-seqcls');
+  const first = await pipeline('text-classification', seqcls);
+  await first('warm up');
+  await first.dispose();
+  assert.equal(first.disposed, true);
+  await assert.rejects(first('x'), { code: 'disposed' });
+  await first.dispose(); // twice is fine
+
+  const before = await engineMemoryBytes();
+  for (let i = 0; i < 8; i++) {
+    const p = await pipeline('text-classification', seqcls);
+    await p(['a batch', 'of two']);
+    await p.dispose();
+  }
+  const after = await engineMemoryBytes();
+  assert.ok(after <= before + (1 << 20), `engine memory grew from ${before} to ${after} bytes over 8 load/dispose cycles`);
+});
+
+test('hub ids and URLs: progress, sha256 check, a cache that works offline', async () => {
+  env.cacheDir = mkdtempSync(join(tmpdir(), 'amphi-cache-'));
+  const hub = await startHub(
+    { 'amphi-test/tiny-seqcls': modelDir('tiny-bert-seqcls'), 'amphi-test/bad-sha': modelDir('tiny-bert-seqcls') },
+    { corrupt: ['amphi-test/bad-sha'] },
+  );
+  try {
+    const events = [];
+    const p = await pipeline('text-classification', 'amphi-test/tiny-seqcls', {
+      endpoint: hub.url,
+      progress: (e) => events.push(e),
+    });
+    const statuses = new Set(events.map((e) => e.status));
+    for (const s of ['initiate', 'progress', 'done', 'ready']) assert.ok(statuses.has(s), `no ${s} event`);
+    const last = events.filter((e) => e.file === 'model.safetensors' && e.status === 'progress').at(-1);
+    assert.equal(last.loaded, last.total);
+    assert.equal(last.progress, 100);
+    const want = golden('tiny-bert-seqcls.json').cases.find((c) => c.name === 'sentence');
+    const got = await p(want.texts, { top_k: null });
+    assert.equal(got[0][0].label, want.outputs.pipeline_all_labels[0][0].label);
+    await p.dispose();
+    // The cache follows the serverless host's layout.
+    const cached = join(env.cacheDir, 'hub/amphi-test--tiny-seqcls/main');
+    assert.equal(sha256(join(cached, 'model.safetensors')), sha256(join(modelDir('tiny-bert-seqcls'), 'model.safetensors')));
+
+    // The same model by URL, and errors.
+    const byUrl = await pipeline('text-classification', `${hub.url}/amphi-test/tiny-seqcls/resolve/main/`, { cache: false });
+    await byUrl.dispose();
+    await assert.rejects(pipeline('text-classification', 'amphi-test/missing', { endpoint: hub.url }), { code: 'model_not_found' });
+    await assert.rejects(pipeline('text-classification', 'amphi-test/bad-sha', { endpoint: hub.url }), { code: 'download_failed' });
+  } finally {
+    await hub.close();
+  }
+  // Offline: the hub is gone; the cache serves the model.
+  const events = [];
+  const offline = await pipeline('text-classification', 'amphi-test/tiny-seqcls', { endpoint: hub.url, progress: (e) => events.push(e) });
+  assert.ok(events.filter((e) => e.status === 'done').every((e) => e.cached));
+  assert.equal((await offline('still here')).length, 1);
+  await offline.dispose();
+  await assert.rejects(pipeline('text-classification', 'amphi-test/other', { endpoint: hub.url }), { code: 'download_failed' });
+  delete env.cacheDir;
+});
+
+test('a trap in the engine is an engine_crashed error; the pipeline recovers on its next call', async () => {
+  const p = await pipeline('text-classification', modelDir('tiny-bert-seqcls'));
+  const want = await p('recover me');
+  await assert.rejects(__debug.panic(), { code: 'engine_crashed', message: /amphi_debug_panic called/ });
+  assert.deepEqual(await p('recover me'), want);
+  await p.dispose();
+});

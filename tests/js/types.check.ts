@@ -1,0 +1,42 @@
+// Compiled with `tsc --strict --noEmit` against the packed package: the declarations users get
+// type-check, and misuse is rejected (`@ts-expect-error` fails the build if a line compiles).
+import { pipeline, env, AmphiError, type ErrorCode, type TokenEntity } from 'amphi';
+
+env.hubEndpoint = 'http://127.0.0.1:9999';
+
+export async function usage(): Promise<void> {
+  const extractor = await pipeline('feature-extraction', 'sentence-transformers/all-MiniLM-L6-v2', {
+    device: 'auto',
+    progress: (e) => {
+      if (e.status === 'progress') console.log(e.file, e.loaded, e.total);
+    },
+  });
+  const vectors: number[][] = await extractor(['a', 'b'], { pooling: 'mean', normalize: true });
+  const tokens: number[][][] = await extractor('a', { pooling: 'none' });
+  console.log(vectors[0]?.length, tokens.length, extractor.device, extractor.lastRun?.ms);
+  await extractor.dispose();
+
+  const classifier = await pipeline('text-classification', 'org/model', { device: 'cpu' });
+  const labels = await classifier('I love it', { top_k: null });
+  console.log(labels[0]?.label, labels[0]?.score);
+
+  const ner = await pipeline('token-classification', 'https://example.com/ner/');
+  const entities: TokenEntity[] = await ner('Ada lives in London', { aggregation_strategy: 'simple' });
+  console.log(entities.map((e) => e.entity_group));
+
+  try {
+    await ner('x');
+  } catch (e) {
+    if (e instanceof AmphiError) {
+      const code: ErrorCode = e.code;
+      console.log(code);
+    }
+  }
+
+  // @ts-expect-error: not a task amphi runs
+  await pipeline('summarization', 'x');
+  // @ts-expect-error: not a device
+  await pipeline('feature-extraction', 'x', { device: 'tpu' });
+  // @ts-expect-error: a classification option on an extractor
+  await extractor('a', { top_k: 3 });
+}
