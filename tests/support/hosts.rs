@@ -40,6 +40,7 @@ impl Native {
         }
         let options = LoadOptions {
             device: self.device,
+            gpu: (self.device == Device::Gpu).then(crate::gpu).transpose()?,
             ..LoadOptions::default()
         };
         let pipeline =

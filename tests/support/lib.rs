@@ -237,3 +237,22 @@ pub fn safetensors_to(bytes: &[u8], dtype: &str) -> Result<Vec<u8>> {
     }
     write_safetensors(&entries)
 }
+
+/// The machine's GPU (one per test process), for tests that run on it. Fails, never skips, when
+/// there is none: in CI the adapter is Mesa lavapipe (`apt-get install mesa-vulkan-drivers`).
+pub fn gpu() -> Result<std::sync::Arc<dyn amphi_core::gpu::GpuHost>> {
+    static GPU: std::sync::OnceLock<Result<std::sync::Arc<amphi_gpu::WgpuHost>, String>> =
+        std::sync::OnceLock::new();
+    let gpu = GPU.get_or_init(|| {
+        amphi_gpu::WgpuHost::new()
+            .map(std::sync::Arc::new)
+            .map_err(|e| e.to_string())
+    });
+    match gpu {
+        Ok(host) => Ok(host.clone()),
+        Err(e) => bail!(
+            "this test needs a GPU adapter (in CI: Mesa lavapipe, `apt-get install \
+             mesa-vulkan-drivers`): {e}"
+        ),
+    }
+}

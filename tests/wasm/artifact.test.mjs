@@ -1,5 +1,5 @@
 // The artifact itself (target/amphi.wasm, the bytes the serverless host runs) under Node's V8:
-// a second, independent host of the same ABI (docs/abi.md), written in plain JavaScript. It
+// a second, independent host of the same ABI (docs/abi.md), written in plain JavaScript (CPU only). It
 // checks the imports, reference parity on the goldens, typed errors, and recovery from a trap.
 //
 //   cargo xtask artifact && node --test tests/wasm/
@@ -23,7 +23,19 @@ assert.ok(existsSync(wasmPath), `${wasmPath} missing: run \`cargo xtask artifact
 const bytes = readFileSync(wasmPath);
 const module = await WebAssembly.compile(bytes);
 
-/** A minimal host of ABI v1. */
+/** The `amphi_gpu` imports of a host without a GPU (docs/abi.md): `info` says so. */
+const noGpu = {
+  info: () => -1,
+  create_buffer: () => 0,
+  write_buffer: () => -1,
+  destroy_buffer: () => {},
+  create_pipeline: () => 0,
+  dispatch: () => -1,
+  read_buffer: () => -1,
+  last_error: () => 0,
+};
+
+/** A minimal host of ABI v2 (CPU only). */
 class Amphi {
   static async create() {
     const self = new Amphi();
@@ -38,11 +50,12 @@ class Amphi {
           self.logs.push([level, new TextDecoder().decode(new Uint8Array(self.memory.buffer, ptr, len))]);
         },
       },
+      amphi_gpu: noGpu,
     };
     self.instance = await WebAssembly.instantiate(module, imports);
     self.x = self.instance.exports;
     self.memory = self.x.memory;
-    assert.equal(self.x.amphi_abi_version(), 1);
+    assert.equal(self.x.amphi_abi_version(), 2);
     return self;
   }
 
@@ -88,9 +101,13 @@ const maxAbsDiff = (a, b) => {
   return a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
 };
 
-test('imports only amphi_host', () => {
-  const foreign = WebAssembly.Module.imports(module).filter((i) => i.module !== 'amphi_host');
-  assert.deepEqual(foreign, []);
+test('imports only amphi_host and amphi_gpu, exactly as documented', () => {
+  const imports = WebAssembly.Module.imports(module);
+  assert.deepEqual(imports.filter((i) => !['amphi_host', 'amphi_gpu'].includes(i.module)), []);
+  assert.deepEqual(
+    imports.filter((i) => i.module === 'amphi_gpu').map((i) => i.name).sort(),
+    Object.keys(noGpu).sort(),
+  );
   console.log(`amphi.wasm sha256 ${createHash('sha256').update(bytes).digest('hex')}`);
 });
 

@@ -34,6 +34,12 @@ async function instantiate() {
         console.error(`[amphi ${level}]`, new TextDecoder().decode(new Uint8Array(memory.buffer, ptr, len)));
       },
     },
+    // The harness links the artifact's crate, so it carries the GPU imports too (unused here).
+    amphi_gpu: Object.fromEntries(
+      WebAssembly.Module.imports(module)
+        .filter((i) => i.module === 'amphi_gpu')
+        .map((i) => [i.name, () => (i.name === 'info' ? -1 : 0)]),
+    ),
   };
   const instance = await WebAssembly.instantiate(module, imports);
   memory = instance.exports.memory;
@@ -46,11 +52,11 @@ function put(exports, bytes) {
   return [ptr, bytes.length];
 }
 
-test('the harness imports nothing but amphi_host', async () => {
+test('the harness imports nothing but amphi_host and amphi_gpu', async () => {
   const { module } = await instantiate();
   const imports = WebAssembly.Module.imports(module);
   assert.deepEqual(
-    imports.filter((i) => i.module !== 'amphi_host'),
+    imports.filter((i) => i.module !== 'amphi_host' && i.module !== 'amphi_gpu'),
     [],
     'unexpected imports',
   );

@@ -45,11 +45,11 @@ fn step(what: &str) {
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
     eprintln!("$ {cmd:?}");
-    let status = cmd
-        .current_dir(root())
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     ensure!(status.success(), "{cmd:?} failed ({status})");
     Ok(())
 }
@@ -281,22 +281,39 @@ fn js_tests(tarball: &Path) -> Result<()> {
         .current_dir(&js))
 }
 
-/// Installs headless Chromium from Debian when it is missing (CI runs as root).
-fn chromium() -> Result<()> {
-    if Path::new("/usr/bin/chromium").exists() {
+/// Installs what the GPU and browser tests need from Debian when it is missing (CI runs as
+/// root): Mesa's lavapipe (a Vulkan GPU on the CPU) and Chromium.
+fn system_packages() -> Result<()> {
+    let lavapipe = Path::new("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json").exists()
+        || Path::new("/usr/share/vulkan/icd.d/lvp_icd.json").exists();
+    let missing: Vec<&str> = [
+        ("chromium", Path::new("/usr/bin/chromium").exists()),
+        ("mesa-vulkan-drivers", lavapipe),
+        (
+            "libvulkan1",
+            Path::new("/usr/lib/x86_64-linux-gnu/libvulkan.so.1").exists(),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, present)| !present)
+    .map(|(name, _)| name)
+    .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    step("installing chromium (Debian) for the browser tests");
+    step(&format!("installing {} (Debian)", missing.join(", ")));
     run(Command::new("apt-get").arg("update"))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "chromium"])
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn test() -> Result<()> {
-    step("set-up: wasm32 target, all-MiniLM-L6-v2");
+    step("set-up: wasm32 target, all-MiniLM-L6-v2, Mesa lavapipe and Chromium");
     wasm_target()?;
     fetch_model()?;
+    system_packages()?;
 
     step("format and lints");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -325,7 +342,6 @@ fn test() -> Result<()> {
     ]))?;
     run(Command::new("node").args(["--test", "tests/wasm/"]))?;
 
-    chromium()?;
     let tarball = npm_package()?;
     assemble_www(&tarball)?;
     js_tests(&tarball)?;

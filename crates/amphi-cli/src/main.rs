@@ -14,6 +14,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use amphi_core::{
@@ -236,10 +237,14 @@ fn host_failure(e: amphi_serve::Error) -> Failure {
     Failure {
         code: match &e {
             amphi_serve::Error::Model { .. } => "missing_file",
+            amphi_serve::Error::Gpu(_) => "device_unavailable",
             _ => "internal_error",
         }
         .into(),
-        client: matches!(e, amphi_serve::Error::Model { .. }),
+        client: matches!(
+            e,
+            amphi_serve::Error::Model { .. } | amphi_serve::Error::Gpu(_)
+        ),
         message: e.to_string(),
     }
 }
@@ -251,6 +256,23 @@ fn guest_failure(e: amphi_serve::GuestError) -> Failure {
         code: e.code().into(),
         client,
         message: e.to_string(),
+    }
+}
+
+/// The machine's GPU for a native run: opened for `gpu` (failing if there is none) and `auto`
+/// (falling back to the CPU).
+fn native_gpu(device: Device) -> Result<Option<Arc<dyn amphi_core::gpu::GpuHost>>, Failure> {
+    if device == Device::Cpu {
+        return Ok(None);
+    }
+    match amphi_gpu::WgpuHost::new() {
+        Ok(host) => Ok(Some(Arc::new(host))),
+        Err(e) if device == Device::Gpu => Err(Failure {
+            code: "device_unavailable".into(),
+            client: true,
+            message: e.to_string(),
+        }),
+        Err(_) => Ok(None),
     }
 }
 
@@ -267,7 +289,8 @@ fn run_wasm(args: &RunArgs, request: &[u8]) -> Result<(Vec<u8>, String), Failure
         Some(&cache_dir().join("wasm")),
         amphi_serve::GuestLimits::default(),
     )
-    .map_err(host_failure)?;
+    .map_err(host_failure)?
+    .with_gpu(native_gpu(args.device.into())?);
     let mut options = serde_json::json!({"device": Device::from(args.device)});
     if let Some(m) = args.max_length {
         options["max_length"] = m.into();
@@ -329,6 +352,7 @@ fn run(mut args: RunArgs) -> Result<(), Failure> {
             let options = LoadOptions {
                 device: args.device.into(),
                 max_length: args.max_length,
+                gpu: native_gpu(args.device.into())?,
             };
             let pipeline = Pipeline::load(args.task.into(), files, &options)?;
             let json =
@@ -337,7 +361,11 @@ fn run(mut args: RunArgs) -> Result<(), Failure> {
                     client: false,
                     message: e.to_string(),
                 })?;
-            (json, pipeline.device().to_string())
+            let device = match pipeline.model().adapter() {
+                Some(adapter) => format!("gpu adapter=\"{adapter}\""),
+                None => pipeline.device().to_string(),
+            };
+            (json, device)
         }
         RuntimeArg::Wasm => {
             let body = request_json(&request)?;
@@ -553,6 +581,12 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
+    // Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid or not set" when probed without a
+    // desktop session (containers, CI); a GPU probe must not add lines to amphi's stderr.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: the first statement of main, before any thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),

@@ -65,6 +65,11 @@ fn start() -> Result<Server> {
         cmd.arg("--model")
             .arg(format!("{name}={}", fixture_model(name).display()));
     }
+    spawn(cmd)
+}
+
+/// Starts `amphi serve` and waits for its "serving on" line.
+fn spawn(mut cmd: Command) -> Result<Server> {
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
     let stderr = child.stderr.take().context("stderr")?;
     let logs = Arc::new(Mutex::new(Vec::new()));
@@ -551,5 +556,32 @@ fn http_api() -> Result<()> {
     ensure!(status.success());
     let exit = server.child.wait()?;
     ensure!(exit.success(), "server exited with {exit}");
+    Ok(())
+}
+
+/// `amphi serve --device gpu`: the artifact's kernels on the machine's GPU (lavapipe in CI;
+/// fails without an adapter), the same embeddings, and the device in /v1/models and /metrics.
+#[test]
+fn http_api_on_the_gpu() -> Result<()> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_amphi"));
+    cmd.args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--device",
+        "gpu",
+        "--instances",
+        "1",
+    ])
+    .arg("--artifact")
+    .arg(artifact_path())
+    .arg("--model")
+    .arg(format!("all-MiniLM-L6-v2={}", minilm_dir().display()));
+    let server = spawn(cmd)?;
+    embeddings(&server)?;
+    let models = server.get("/v1/models")?.json()?;
+    ensure!(models["data"][0]["device"] == "gpu", "{models}");
+    let metrics = String::from_utf8(server.get("/metrics")?.body)?;
+    ensure!(metrics.contains("device=\"gpu\""), "{metrics}");
     Ok(())
 }

@@ -31,13 +31,15 @@ mod pipelines;
 mod tokenizer;
 mod weights;
 
+/// The GPU interface a host provides ([`LoadOptions::gpu`]); see the `amphi-gpu` crate.
+pub use amphi_gpu as gpu;
 pub use error::{Error, Result};
 pub use files::ModelFiles;
 pub use model::{Device, EmbeddingDefaults, LoadOptions, Pooling, RawOutput, RawTensor, TextModel};
 pub use models::bert::Config as BertConfig;
 pub use pipelines::{
-    Aggregation, ClassifierFunction, Entity, Inputs, LabelScore, Limits, Output, Pipeline, Request,
-    Response, RunOptions, Task, TopK,
+    Aggregation, ClassifierFunction, Entity, Inputs, LabelScore, Limits, Output, Pending, Pipeline,
+    Request, Response, RunOptions, Started, Task, TopK,
 };
 pub use tokenizer::TextInput;
 

@@ -6,8 +6,11 @@
 
 use serde::Deserialize;
 
+use std::sync::Arc;
+
 use crate::backend::cpu::Cpu;
-use crate::backend::{Backend, Reduce};
+use crate::backend::gpu::Gpu;
+use crate::backend::{Backend, Fetched, Reduce};
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
 use crate::models::bert::{self, Bert, CONFIG_FILE, Config, Encoded, HeadKind};
@@ -90,11 +93,15 @@ pub struct LoadOptions {
     pub device: Device,
     /// Overrides the maximum sequence length (tokens, special tokens included).
     pub max_length: Option<usize>,
+    /// The host's GPU (for [`Device::Gpu`] and [`Device::Auto`]): `amphi_gpu::WgpuHost`
+    /// natively; inside `amphi.wasm`, the host's `amphi_gpu` imports.
+    pub gpu: Option<Arc<dyn amphi_gpu::GpuHost>>,
 }
 
 /// The model is generic over the backend internally; users only see [`Device`].
 enum Engine {
     Cpu(Bert<Cpu>),
+    Gpu(Bert<Gpu>, Gpu),
 }
 
 /// Defaults declared by a sentence-transformers model folder (`modules.json`).
@@ -240,12 +247,27 @@ impl TextModel {
             file: WEIGHTS_FILE.to_owned(),
         })?;
         let weights = Weights::parse(&weights_bytes)?;
-        let engine = match options.device {
-            Device::Auto | Device::Cpu => Engine::Cpu(Bert::load(&Cpu, &weights, &config)?),
-            Device::Gpu => {
+        let gpu = |host: &Arc<dyn amphi_gpu::GpuHost>| -> Result<Engine> {
+            let be = Gpu::new(host.clone())?;
+            Ok(Engine::Gpu(Bert::load(&be, &weights, &config)?, be))
+        };
+        let engine = match (options.device, &options.gpu) {
+            (Device::Cpu, _) | (Device::Auto, None) => {
+                Engine::Cpu(Bert::load(&Cpu, &weights, &config)?)
+            }
+            // A software adapter (lavapipe, SwiftShader) is slower than the CPU kernels: `auto`
+            // uses it only when asked for the GPU explicitly. A GPU that fails falls back too.
+            (Device::Auto, Some(host)) => match host.info().software {
+                false => {
+                    gpu(host).or_else(|_| Bert::load(&Cpu, &weights, &config).map(Engine::Cpu))?
+                }
+                true => Engine::Cpu(Bert::load(&Cpu, &weights, &config)?),
+            },
+            (Device::Gpu, Some(host)) => gpu(host)?,
+            (Device::Gpu, None) => {
                 return Err(Error::DeviceUnavailable {
                     device: "gpu".to_owned(),
-                    reason: "this build of the engine has no GPU backend".to_owned(),
+                    reason: "no GPU adapter was found".to_owned(),
                 });
             }
         };
@@ -265,6 +287,15 @@ impl TextModel {
     pub fn device(&self) -> Device {
         match self.engine {
             Engine::Cpu(_) => Device::Cpu,
+            Engine::Gpu(..) => Device::Gpu,
+        }
+    }
+
+    /// The GPU adapter's name, when the model runs on a GPU.
+    pub fn adapter(&self) -> Option<&str> {
+        match &self.engine {
+            Engine::Cpu(_) => None,
+            Engine::Gpu(_, be) => Some(be.adapter()),
         }
     }
 
@@ -282,6 +313,7 @@ impl TextModel {
     pub fn labels(&self) -> &[String] {
         match &self.engine {
             Engine::Cpu(m) => m.labels(),
+            Engine::Gpu(m, _) => m.labels(),
         }
     }
 
@@ -299,6 +331,7 @@ impl TextModel {
     pub(crate) fn head(&self) -> HeadKind {
         match &self.engine {
             Engine::Cpu(m) => m.head(),
+            Engine::Gpu(m, _) => m.head(),
         }
     }
 
@@ -363,8 +396,20 @@ impl TextModel {
 
     /// Runs the encoder and the requested head, reading back only the final tensor.
     pub(crate) fn forward(&self, batch: &TokenizedBatch, what: Forward) -> Result<Vec<f32>> {
+        match self.forward_start(batch, what)? {
+            Fetched::Ready(data) => Ok(data),
+            Fetched::Pending(_) => Err(Error::Backend {
+                message: "this host reads GPU buffers asynchronously: use Pipeline::start"
+                    .to_owned(),
+            }),
+        }
+    }
+
+    /// [`TextModel::forward`] whose readback may finish later.
+    pub(crate) fn forward_start(&self, batch: &TokenizedBatch, what: Forward) -> Result<Fetched> {
         match &self.engine {
             Engine::Cpu(m) => run_forward(&Cpu, m, batch, what),
+            Engine::Gpu(m, be) => run_forward(be, m, batch, what),
         }
     }
 }
@@ -408,7 +453,7 @@ fn run_forward<B: Backend>(
     model: &Bert<B>,
     batch: &TokenizedBatch,
     what: Forward,
-) -> Result<Vec<f32>> {
+) -> Result<Fetched> {
     let enc: Encoded<B> = model.encode(be, &batch.input)?;
     let out = match what {
         Forward::Hidden { reduce, normalize } => {
@@ -426,5 +471,5 @@ fn run_forward<B: Backend>(
             })?,
         Forward::Logits => model.logits(be, &enc)?,
     };
-    be.read(&out)
+    be.read_start(&out)
 }

@@ -22,6 +22,9 @@ pub enum Error {
         #[source]
         source: GuestError,
     },
+    /// `--device gpu` and no GPU could be opened.
+    #[error("no GPU available: {0}")]
+    Gpu(String),
     /// The HTTP server failed.
     #[error("server: {0}")]
     Server(#[from] std::io::Error),

@@ -24,6 +24,7 @@
 //! guest that traps is discarded and rebuilt; the server stays up.
 
 mod error;
+mod gpu_imports;
 pub mod http;
 pub mod hub;
 mod metrics;
@@ -100,6 +101,22 @@ pub struct ServeConfig {
     pub www: Option<PathBuf>,
 }
 
+/// The machine's GPU for `device` (`auto`, `cpu` or `gpu`): `gpu` fails without one, `auto`
+/// goes on without.
+pub fn open_gpu(device: &str) -> Result<Option<Arc<dyn amphi_gpu::GpuHost>>, Error> {
+    if device == "cpu" {
+        return Ok(None);
+    }
+    match amphi_gpu::WgpuHost::new() {
+        Ok(gpu) => Ok(Some(Arc::new(gpu))),
+        Err(e) if device == "gpu" => Err(Error::Gpu(e.to_string())),
+        Err(e) => {
+            tracing::info!(reason = %e, "no GPU: running on the CPU");
+            Ok(None)
+        }
+    }
+}
+
 /// A started server (bound, models loaded), ready to [`Server::run`].
 #[derive(Debug)]
 pub struct Server {
@@ -111,7 +128,11 @@ impl Server {
     /// Loads the artifact and the models, builds the instances and binds the address.
     pub async fn bind(config: &ServeConfig) -> Result<Self, Error> {
         let artifact = Artifact::read(&config.artifact)?;
-        let runtime = Runtime::new(artifact, config.cache_dir.as_deref(), config.guest)?;
+        let runtime = Runtime::new(artifact, config.cache_dir.as_deref(), config.guest)?
+            .with_gpu(open_gpu(&config.device)?);
+        if let Some(gpu) = runtime.gpu() {
+            tracing::info!(adapter = %gpu.info().name, backend = %gpu.info().backend, software = gpu.info().software, "GPU");
+        }
         let timing = runtime.timing();
         tracing::info!(
             sha256 = %runtime.artifact().sha256,

@@ -15,9 +15,10 @@ use wasmtime::{
 };
 
 use crate::error::{Error, GuestError};
+use crate::gpu_imports::{self, GpuState};
 
 /// The ABI version this host speaks (`amphi_abi_version`).
-pub const ABI_VERSION: i32 = 1;
+pub const ABI_VERSION: i32 = 2;
 
 /// How often the epoch advances: the granularity of deadlines.
 const TICK: Duration = Duration::from_millis(5);
@@ -81,10 +82,12 @@ pub struct ModuleTiming {
     pub elapsed: Duration,
 }
 
-struct HostState {
+pub(crate) struct HostState {
     limits: StoreLimits,
     /// The last error-level message the guest logged (its panic message, before it traps).
     last_error: Option<String>,
+    /// The instance's GPU buffers (freed with it).
+    pub(crate) gpu: GpuState,
 }
 
 /// Advances the engine's epoch every [`TICK`] so that deadlines can interrupt guests.
@@ -109,6 +112,7 @@ pub struct Runtime {
     artifact: Artifact,
     limits: GuestLimits,
     timing: ModuleTiming,
+    gpu: Option<Arc<dyn amphi_gpu::GpuHost>>,
     _ticker: Ticker,
 }
 
@@ -122,11 +126,11 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-fn wasm_err(e: wasmtime::Error) -> Error {
+pub(crate) fn wasm_err(e: wasmtime::Error) -> Error {
     Error::Wasmtime(format!("{e:#}"))
 }
 
-fn guest_memory(caller: &mut Caller<'_, HostState>) -> Option<Memory> {
+pub(crate) fn guest_memory(caller: &mut Caller<'_, HostState>) -> Option<Memory> {
     match caller.get_export("memory") {
         Some(Extern::Memory(m)) => Some(m),
         _ => None,
@@ -180,6 +184,7 @@ fn linker(engine: &Engine) -> Result<Linker<HostState>, Error> {
             },
         )
         .map_err(wasm_err)?;
+    gpu_imports::add(&mut linker)?;
     Ok(linker)
 }
 
@@ -235,7 +240,7 @@ impl Runtime {
             .instantiate_pre(&module)
             .map_err(|e| Error::Artifact {
                 path: PathBuf::from("amphi.wasm"),
-                message: format!("imports do not match the amphi_host interface: {e:#}"),
+                message: format!("imports do not match the amphi_host/amphi_gpu interface: {e:#}"),
             })?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -256,6 +261,7 @@ impl Runtime {
             artifact,
             limits,
             timing,
+            gpu: None,
             _ticker: Ticker {
                 stop,
                 thread: Some(thread),
@@ -270,6 +276,18 @@ impl Runtime {
             });
         }
         Ok(runtime)
+    }
+
+    /// Serves the artifact's `amphi_gpu` imports with this GPU (without one, instances see no
+    /// GPU and run on the CPU).
+    pub fn with_gpu(mut self, gpu: Option<Arc<dyn amphi_gpu::GpuHost>>) -> Self {
+        self.gpu = gpu;
+        self
+    }
+
+    /// The GPU instances see, if any.
+    pub fn gpu(&self) -> Option<&Arc<dyn amphi_gpu::GpuHost>> {
+        self.gpu.as_ref()
     }
 
     /// The artifact this runtime runs.
@@ -295,6 +313,7 @@ impl Runtime {
                 .instances(1)
                 .build(),
             last_error: None,
+            gpu: GpuState::new(self.gpu.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -494,6 +513,12 @@ impl Guest {
         let (task_ptr, task_len) = self.put(task.as_bytes())?;
         let (req_ptr, req_len) = self.put(request)?;
         let status = self.call(|g| &g.run, (model, task_ptr, task_len, req_ptr, req_len))?;
+        if status == 1 {
+            // Only a host whose readbacks finish later gets a pending request.
+            return Err(GuestError::Trap {
+                message: "amphi.wasm left a request pending on a synchronous host".to_owned(),
+            });
+        }
         self.check(status)?;
         let tokens = self.call(|g| &g.last_tokens, ())? as usize;
         Ok((self.result()?, tokens))

@@ -23,15 +23,16 @@ fn runtime(limits: GuestLimits) -> Result<Runtime> {
     )?)
 }
 
-/// The engine inside amphi.wasm: one instance per model folder.
+/// The engine inside amphi.wasm: one instance per model folder, on `device`.
 struct Wasm {
     runtime: Runtime,
+    device: &'static str,
     guests: Mutex<HashMap<PathBuf, (Guest, i32)>>,
 }
 
 impl Host for Wasm {
     fn name(&self) -> String {
-        "wasm/cpu".into()
+        format!("wasm/{}", self.device)
     }
 
     fn run(
@@ -43,8 +44,14 @@ impl Host for Wasm {
         let mut guests = self.guests.lock().expect("lock");
         if !guests.contains_key(model) {
             let mut guest = self.runtime.instantiate()?;
-            let spec = load_model_dir("m", model, serde_json::json!({"device": "cpu"}))?;
+            let spec = load_model_dir("m", model, serde_json::json!({"device": self.device}))?;
             let handle = guest.load_model(&spec.files, &spec.options)?;
+            let ran_on = guest.model_info(handle)?["device"].clone();
+            ensure!(
+                ran_on == self.device,
+                "asked for {}, got {ran_on}",
+                self.device
+            );
             guests.insert(model.to_path_buf(), (guest, handle));
         }
         let (guest, handle) = guests.get_mut(model).context("guest")?;
@@ -56,12 +63,22 @@ impl Host for Wasm {
 fn wasm() -> Result<Wasm> {
     Ok(Wasm {
         runtime: runtime(GuestLimits::default())?,
+        device: "cpu",
+        guests: Mutex::new(HashMap::new()),
+    })
+}
+
+/// The artifact's `amphi_gpu` imports served with the machine's GPU (lavapipe in CI).
+fn wasm_gpu() -> Result<Wasm> {
+    Ok(Wasm {
+        runtime: runtime(GuestLimits::default())?.with_gpu(Some(amphi_tests::gpu()?)),
+        device: "gpu",
         guests: Mutex::new(HashMap::new()),
     })
 }
 
 #[test]
-fn imports_only_amphi_host() -> Result<()> {
+fn imports_only_amphi_host_and_amphi_gpu() -> Result<()> {
     let bytes = std::fs::read(artifact_path())?;
     let engine = wasmtime::Engine::default();
     let module = wasmtime::Module::new(&engine, &bytes)?;
@@ -71,16 +88,28 @@ fn imports_only_amphi_host() -> Result<()> {
         .collect();
     let foreign: Vec<&String> = imports
         .iter()
-        .filter(|i| !i.starts_with("amphi_host."))
+        .filter(|i| !i.starts_with("amphi_host.") && !i.starts_with("amphi_gpu."))
         .collect();
     ensure!(
         foreign.is_empty(),
-        "imports outside amphi_host: {foreign:?}"
+        "imports outside amphi_host and amphi_gpu: {foreign:?}"
     );
     let mut sorted = imports.clone();
     sorted.sort();
     ensure!(
-        sorted == ["amphi_host.log", "amphi_host.random_fill"],
+        sorted
+            == [
+                "amphi_gpu.create_buffer",
+                "amphi_gpu.create_pipeline",
+                "amphi_gpu.destroy_buffer",
+                "amphi_gpu.dispatch",
+                "amphi_gpu.info",
+                "amphi_gpu.last_error",
+                "amphi_gpu.read_buffer",
+                "amphi_gpu.write_buffer",
+                "amphi_host.log",
+                "amphi_host.random_fill",
+            ],
         "imports: {sorted:?}"
     );
     Ok(())
@@ -89,6 +118,18 @@ fn imports_only_amphi_host() -> Result<()> {
 #[test]
 fn goldens_through_the_artifact() -> Result<()> {
     let host = wasm()?;
+    checks::tiny_bert_hidden_states(&host)?;
+    checks::tiny_seqcls(&host)?;
+    checks::tiny_tokcls(&host)?;
+    checks::minilm(&host, &minilm_dir())?;
+    Ok(())
+}
+
+/// The same goldens with the artifact on the GPU: its WGSL kernels through the `amphi_gpu`
+/// imports, served by this host with wgpu.
+#[test]
+fn goldens_through_the_artifact_on_the_gpu() -> Result<()> {
+    let host = wasm_gpu()?;
     checks::tiny_bert_hidden_states(&host)?;
     checks::tiny_seqcls(&host)?;
     checks::tiny_tokcls(&host)?;

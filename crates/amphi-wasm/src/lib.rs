@@ -18,21 +18,30 @@
 //! `put(bytes)` is `amphi_alloc(len)` followed by a write into the module's memory; every buffer
 //! passed into a call belongs to the module afterwards.
 
+pub mod gpu;
 pub mod host;
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use amphi_core::{Device, Error, LoadOptions, ModelFiles, Pipeline, Request, Task, TextModel};
+use amphi_core::{
+    Device, Error, LoadOptions, ModelFiles, Pending, Pipeline, Request, Response, Started, Task,
+    TextModel,
+};
 use serde::Deserialize;
 
-/// Version of the ABI below. Hosts check it before anything else.
-pub const ABI_VERSION: i32 = 1;
+/// Version of the ABI below. Hosts check it before anything else. Version 2 added the
+/// `amphi_gpu` imports ([`gpu`]) and `amphi_resume`.
+pub const ABI_VERSION: i32 = 2;
 
 /// Status returned by fallible calls: success.
 pub const STATUS_OK: i32 = 0;
 /// Status returned by fallible calls: failure; the result buffer holds `{"code", "message"}`.
 pub const STATUS_ERROR: i32 = -1;
+/// Status of [`amphi_run`] and [`amphi_resume`]: waiting for a GPU readback the host finishes
+/// later; the result buffer holds `{"readback": id}`. The host writes the bytes where its
+/// `read_buffer` import was told to, then calls [`amphi_resume`].
+pub const STATUS_PENDING: i32 = 1;
 
 #[derive(Default)]
 struct State {
@@ -40,6 +49,8 @@ struct State {
     models: Vec<Option<Arc<TextModel>>>,
     result: Vec<u8>,
     tokens: usize,
+    /// The request waiting for its readback (one at a time).
+    pending: Option<(Pipeline, Pending)>,
 }
 
 thread_local! {
@@ -209,9 +220,13 @@ pub unsafe extern "C" fn amphi_model_load(
             }
         }
     };
+    let device = options.device.unwrap_or_default();
     let options = LoadOptions {
-        device: options.device.unwrap_or_default(),
+        device,
         max_length: options.max_length,
+        gpu: (device != Device::Cpu)
+            .then(gpu::ImportedGpu::detect)
+            .flatten(),
     };
     match TextModel::load(files, &options) {
         Ok(model) => STATE.with(|s| insert(&mut s.borrow_mut().models, Arc::new(model))),
@@ -274,7 +289,7 @@ pub unsafe extern "C" fn amphi_run(
 ) -> i32 {
     // SAFETY: the caller passes buffers from `amphi_alloc`.
     let (task, request) = unsafe { (take_str(task_ptr, task_len), take(request_ptr, request_len)) };
-    let run = || -> Result<Vec<u8>, Error> {
+    let run = || -> Result<Step, Error> {
         let task: Task = task?.parse()?;
         let request: Request =
             serde_json::from_slice(&request).map_err(|e| Error::InvalidInput {
@@ -286,19 +301,61 @@ pub unsafe extern "C" fn amphi_run(
                     message: format!("unknown model handle {model}"),
                 }
             })??;
-        let response = pipeline.run_request(&request)?;
-        STATE.with(|s| s.borrow_mut().tokens = response.tokens);
-        serde_json::to_vec(&response).map_err(|e| Error::Backend {
-            message: e.to_string(),
+        Ok(match pipeline.start(&request)? {
+            Started::Done(response) => Step::Done(response),
+            Started::Pending(pending) => Step::Pending(pipeline, pending),
         })
     };
-    match run() {
+    finish(run())
+}
+
+enum Step {
+    Done(Response),
+    Pending(Pipeline, Pending),
+}
+
+fn finish(step: Result<Step, Error>) -> i32 {
+    let response = match step {
+        Ok(Step::Done(response)) => response,
+        Ok(Step::Pending(pipeline, pending)) => {
+            let body = serde_json::json!({"readback": pending.readback()});
+            STATE.with(|s| s.borrow_mut().pending = Some((pipeline, pending)));
+            set_result(body.to_string().into_bytes());
+            return STATUS_PENDING;
+        }
+        Err(e) => return fail(&e),
+    };
+    STATE.with(|s| s.borrow_mut().tokens = response.tokens);
+    match serde_json::to_vec(&response) {
         Ok(json) => {
             set_result(json);
             STATUS_OK
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(&Error::Backend {
+            message: e.to_string(),
+        }),
     }
+}
+
+/// Finishes the request [`amphi_run`] left pending, once the host has written the readback's
+/// bytes. Returns like [`amphi_run`].
+#[unsafe(no_mangle)]
+pub extern "C" fn amphi_resume() -> i32 {
+    let step = || -> Result<Step, Error> {
+        let (pipeline, pending) =
+            STATE
+                .with(|s| s.borrow_mut().pending.take())
+                .ok_or_else(|| Error::InvalidInput {
+                    message: "no request is waiting for a readback".to_owned(),
+                })?;
+        let bytes = gpu::ImportedGpu::detect()
+            .and_then(|_| gpu::take_readback(pending.readback()))
+            .ok_or_else(|| Error::Backend {
+                message: format!("readback {} is unknown", pending.readback()),
+            })?;
+        Ok(Step::Done(pipeline.resume(pending, &bytes)?))
+    };
+    finish(step())
 }
 
 /// Tokens (special tokens included, padding excluded) the last successful [`amphi_run`] processed.

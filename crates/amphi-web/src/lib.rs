@@ -30,7 +30,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 /// The ABI version this host speaks.
-const ABI_VERSION: i32 = 1;
+const ABI_VERSION: i32 = 2;
 
 #[wasm_bindgen]
 extern "C" {
@@ -111,6 +111,41 @@ fn decode(bytes: &Uint8Array) -> String {
 type RandomFill = Closure<dyn Fn(i32, i32) -> i32>;
 type Log = Closure<dyn Fn(i32, i32, i32)>;
 
+/// The `amphi_gpu` imports of a host without a GPU (`info` answers -1, so the engine never
+/// calls the others; they fail if it did). The WebGPU implementation replaces these.
+struct NoGpu {
+    fail: Closure<dyn Fn() -> i32>,
+    zero: Closure<dyn Fn() -> i32>,
+    noop: Closure<dyn Fn()>,
+}
+
+impl NoGpu {
+    fn new() -> Self {
+        Self {
+            fail: Closure::new(|| -1),
+            zero: Closure::new(|| 0),
+            noop: Closure::new(|| {}),
+        }
+    }
+
+    fn imports(&self) -> Result<Object, JsValue> {
+        let gpu = Object::new();
+        for (name, f) in [
+            ("info", self.fail.as_ref()),
+            ("create_buffer", self.zero.as_ref()),
+            ("write_buffer", self.fail.as_ref()),
+            ("destroy_buffer", self.noop.as_ref()),
+            ("create_pipeline", self.zero.as_ref()),
+            ("dispatch", self.fail.as_ref()),
+            ("read_buffer", self.fail.as_ref()),
+            ("last_error", self.zero.as_ref()),
+        ] {
+            Reflect::set(&gpu, &name.into(), f)?;
+        }
+        Ok(gpu)
+    }
+}
+
 /// One instance of the artifact, shared by the models loaded into it.
 struct Guest {
     exports: Exports,
@@ -119,7 +154,7 @@ struct Guest {
     crashed: RefCell<Option<String>>,
     /// The last error-level message the guest logged (a panic message arrives this way).
     last_error: Rc<RefCell<Option<String>>>,
-    _imports: (RandomFill, Log),
+    _imports: (RandomFill, Log, NoGpu),
 }
 
 impl Guest {
@@ -258,8 +293,10 @@ impl Engine {
         let host = Object::new();
         Reflect::set(&host, &"random_fill".into(), random_fill.as_ref())?;
         Reflect::set(&host, &"log".into(), log_line.as_ref())?;
+        let no_gpu = NoGpu::new();
         let imports = Object::new();
         Reflect::set(&imports, &"amphi_host".into(), &host)?;
+        Reflect::set(&imports, &"amphi_gpu".into(), &no_gpu.imports()?.into())?;
 
         let instance: WebAssembly::Instance =
             JsFuture::from(WebAssembly::instantiate_module(&module, &imports))
@@ -282,7 +319,7 @@ impl Engine {
                 memory: guest_memory,
                 crashed: RefCell::new(None),
                 last_error,
-                _imports: (random_fill, log_line),
+                _imports: (random_fill, log_line, no_gpu),
             }),
         })
     }

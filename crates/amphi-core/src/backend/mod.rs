@@ -9,6 +9,7 @@
 //! model over the matching backend.
 
 pub(crate) mod cpu;
+pub(crate) mod gpu;
 
 use crate::error::Result;
 
@@ -108,6 +109,28 @@ pub(crate) trait Backend {
     fn l2_normalize(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// Copies a tensor back to the host, row-major. This is the only device-to-host transfer a
-    /// pipeline makes; a GPU backend turns it into an asynchronous readback.
+    /// pipeline makes.
     fn read(&self, x: &Self::Tensor) -> Result<Vec<f32>>;
+
+    /// Starts [`Backend::read`]: a GPU in a browser finishes it later, after the engine has
+    /// returned to its host.
+    fn read_start(&self, x: &Self::Tensor) -> Result<Fetched> {
+        self.read(x).map(Fetched::Ready)
+    }
+}
+
+/// A tensor read back, now or later.
+#[derive(Debug)]
+pub(crate) enum Fetched {
+    Ready(Vec<f32>),
+    /// The host's readback id; the bytes arrive with `resume`.
+    Pending(u32),
+}
+
+/// Little-endian f32 bytes (a readback) as values.
+pub(crate) fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }

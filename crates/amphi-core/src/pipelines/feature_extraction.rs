@@ -5,25 +5,32 @@ use crate::error::Result;
 use crate::model::{Forward, Pooling, TextModel};
 use crate::tokenizer::TokenizedBatch;
 
-pub(super) fn run(
+fn pooling(model: &TextModel, options: &RunOptions) -> Pooling {
+    options
+        .pooling
+        .or(model.embedding_defaults().pooling)
+        .unwrap_or(Pooling::None)
+}
+
+/// What the model computes: hidden states, pooled and normalised as the options say.
+pub(super) fn forward(model: &TextModel, options: &RunOptions) -> Forward {
+    Forward::Hidden {
+        reduce: pooling(model, options).into(),
+        normalize: options
+            .normalize
+            .unwrap_or(model.embedding_defaults().normalize),
+    }
+}
+
+/// Shapes the computed vectors into the output.
+pub(super) fn finish(
     model: &TextModel,
     batch: &TokenizedBatch,
     options: &RunOptions,
+    data: Vec<f32>,
 ) -> Result<Output> {
-    let defaults = model.embedding_defaults();
-    let pooling = options
-        .pooling
-        .or(defaults.pooling)
-        .unwrap_or(Pooling::None);
-    let normalize = options.normalize.unwrap_or(defaults.normalize);
+    let pooling = pooling(model, options);
     let hidden = model.config().hidden_size;
-    let data = model.forward(
-        batch,
-        Forward::Hidden {
-            reduce: pooling.into(),
-            normalize,
-        },
-    )?;
     let shape = batch.input.shape;
     Ok(match pooling {
         Pooling::None => Output::Tokens(

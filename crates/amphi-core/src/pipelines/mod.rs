@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::backend::{Fetched, f32s};
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
-use crate::model::{Device, LoadOptions, Pooling, TextModel};
-use crate::tokenizer::TextInput;
+use crate::model::{Device, Forward, LoadOptions, Pooling, TextModel};
+use crate::tokenizer::{TextInput, TokenizedBatch};
 
 pub use text_classification::ClassifierFunction;
 pub use token_classification::{Aggregation, Entity};
@@ -132,6 +133,38 @@ impl RunOptions {
         }
         Ok(())
     }
+}
+
+/// A started request: its response, or (browsers' GPU) a readback to wait for.
+#[derive(Debug)]
+pub enum Started {
+    /// The response.
+    Done(Response),
+    /// Waiting for the host's readback [`Pending::readback`].
+    Pending(Pending),
+}
+
+/// A request waiting for its GPU readback; [`Pipeline::resume`] finishes it.
+#[derive(Debug)]
+pub struct Pending {
+    inputs: Vec<TextInput>,
+    batch: TokenizedBatch,
+    options: RunOptions,
+    tokens: usize,
+    single: bool,
+    readback: u32,
+}
+
+impl Pending {
+    /// The host's readback id.
+    pub fn readback(&self) -> u32 {
+        self.readback
+    }
+}
+
+enum Step {
+    Done(Output, usize),
+    Pending(Pending),
 }
 
 /// One input or a batch of inputs.
@@ -328,6 +361,16 @@ impl Pipeline {
     }
 
     fn run_counted(&self, inputs: &[TextInput], options: &RunOptions) -> Result<(Output, usize)> {
+        match self.start_inner(inputs, options)? {
+            Step::Done(output, tokens) => Ok((output, tokens)),
+            Step::Pending(_) => Err(Error::Backend {
+                message: "this host reads GPU buffers asynchronously: use Pipeline::start"
+                    .to_owned(),
+            }),
+        }
+    }
+
+    fn start_inner(&self, inputs: &[TextInput], options: &RunOptions) -> Result<Step> {
         options.check_task(self.task)?;
         if inputs.len() > self.limits.max_batch {
             return Err(Error::InputTooLarge {
@@ -338,18 +381,46 @@ impl Pipeline {
                 ),
             });
         }
+        if self.task == Task::TokenClassification {
+            token_classification::check(inputs)?;
+        }
         let batch = self
             .model
             .tokenize(inputs, options.max_length, self.limits.max_input_bytes)?;
         let tokens = batch.encodings.iter().map(|e| e.len()).sum();
-        let output = match self.task {
-            Task::FeatureExtraction => feature_extraction::run(&self.model, &batch, options),
-            Task::TextClassification => text_classification::run(&self.model, &batch, options),
-            Task::TokenClassification => {
-                token_classification::run(&self.model, inputs, &batch, options)
+        let what = match self.task {
+            Task::FeatureExtraction => feature_extraction::forward(&self.model, options),
+            Task::TextClassification | Task::TokenClassification => Forward::Logits,
+        };
+        Ok(match self.model.forward_start(&batch, what)? {
+            Fetched::Ready(data) => Step::Done(self.finish(inputs, &batch, options, data)?, tokens),
+            Fetched::Pending(readback) => Step::Pending(Pending {
+                inputs: inputs.to_vec(),
+                batch,
+                options: options.clone(),
+                tokens,
+                single: false,
+                readback,
+            }),
+        })
+    }
+
+    fn finish(
+        &self,
+        inputs: &[TextInput],
+        batch: &TokenizedBatch,
+        options: &RunOptions,
+        data: Vec<f32>,
+    ) -> Result<Output> {
+        match self.task {
+            Task::FeatureExtraction => {
+                feature_extraction::finish(&self.model, batch, options, data)
             }
-        }?;
-        Ok((output, tokens))
+            Task::TextClassification => text_classification::finish(&self.model, options, data),
+            Task::TokenClassification => {
+                token_classification::finish(&self.model, inputs, batch, options, data)
+            }
+        }
     }
 
     /// Runs a request in the Hugging Face inference shape (`{"inputs": ..., "parameters": ...}`).
@@ -359,6 +430,34 @@ impl Pipeline {
             output,
             single: matches!(request.inputs, Inputs::One(_)),
             tokens,
+        })
+    }
+
+    /// Starts a request. On a host whose GPU reads back asynchronously (a browser) the result is
+    /// [`Started::Pending`]: hand the readback's bytes to [`Pipeline::resume`] when they arrive.
+    /// Everywhere else it is [`Started::Done`].
+    pub fn start(&self, request: &Request) -> Result<Started> {
+        let single = matches!(request.inputs, Inputs::One(_));
+        Ok(
+            match self.start_inner(request.inputs.as_slice(), &request.parameters)? {
+                Step::Done(output, tokens) => Started::Done(Response {
+                    output,
+                    single,
+                    tokens,
+                }),
+                Step::Pending(pending) => Started::Pending(Pending { single, ..pending }),
+            },
+        )
+    }
+
+    /// Finishes a [`Started::Pending`] request with the bytes of its readback.
+    pub fn resume(&self, pending: Pending, readback: &[u8]) -> Result<Response> {
+        let data = f32s(readback);
+        let output = self.finish(&pending.inputs, &pending.batch, &pending.options, data)?;
+        Ok(Response {
+            output,
+            single: pending.single,
+            tokens: pending.tokens,
         })
     }
 }

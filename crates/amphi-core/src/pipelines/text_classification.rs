@@ -4,8 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{LabelScore, Output, RunOptions, TopK};
 use crate::error::Result;
-use crate::model::{Forward, TextModel};
-use crate::tokenizer::TokenizedBatch;
+use crate::model::TextModel;
 
 /// The function turning logits into scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,16 +62,12 @@ pub(crate) fn ranked(labels: &[String], scores: &[f32]) -> Vec<LabelScore> {
         .collect()
 }
 
-pub(super) fn run(
-    model: &TextModel,
-    batch: &TokenizedBatch,
-    options: &RunOptions,
-) -> Result<Output> {
+/// Turns the logits of each input into ranked labels.
+pub(super) fn finish(model: &TextModel, options: &RunOptions, logits: Vec<f32>) -> Result<Output> {
     let labels = model.labels();
     let function = options.function_to_apply.unwrap_or_else(|| {
         ClassifierFunction::default_for(model.config().problem_type.as_deref(), labels.len())
     });
-    let logits = model.forward(batch, Forward::Logits)?;
     let per_input = logits
         .chunks_exact(labels.len())
         .map(|row| ranked(labels, &function.apply(row)));

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::text_classification::softmax;
 use super::{Output, RunOptions};
 use crate::error::{Error, Result};
-use crate::model::{Forward, TextModel};
+use crate::model::TextModel;
 use crate::tokenizer::{TextInput, TokenizedBatch};
 
 /// How token predictions are grouped.
@@ -121,23 +121,29 @@ fn aggregate_simple(model: &TextModel, tokens: Vec<TokenPrediction>) -> Result<V
     Ok(groups)
 }
 
-pub(super) fn run(
-    model: &TextModel,
-    inputs: &[TextInput],
-    batch: &TokenizedBatch,
-    options: &RunOptions,
-) -> Result<Output> {
+/// Token classification takes single texts.
+pub(super) fn check(inputs: &[TextInput]) -> Result<()> {
     if inputs.iter().any(|i| matches!(i, TextInput::Pair { .. })) {
         return Err(Error::invalid_input(
             "token-classification takes single texts, not text pairs",
         ));
     }
+    Ok(())
+}
+
+/// Turns the per-token logits into labelled tokens or entity groups.
+pub(super) fn finish(
+    model: &TextModel,
+    inputs: &[TextInput],
+    batch: &TokenizedBatch,
+    options: &RunOptions,
+    logits: Vec<f32>,
+) -> Result<Output> {
     let labels = model.labels();
     let ignore: Vec<String> = options
         .ignore_labels
         .clone()
         .unwrap_or_else(|| vec!["O".to_owned()]);
-    let logits = model.forward(batch, Forward::Logits)?;
     let seq = batch.input.shape.seq;
     let unk_id = model.tokenizer().unk_id();
     let mut out = Vec::with_capacity(inputs.len());

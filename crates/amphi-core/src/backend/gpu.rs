@@ -1,0 +1,633 @@
+//! GPU backend: every op is one WGSL dispatch (`kernels/*.wgsl`) through the narrow
+//! [`GpuHost`] interface, so the same kernels run natively on wgpu, in the serverless host
+//! and in browsers. Weights are uploaded once; intermediate buffers come from a pool keyed by
+//! size and return to it when their tensor is dropped; only [`Backend::read`] reads back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use amphi_gpu::{BufferId, GpuError, GpuHost, PipelineId, Readback};
+
+use super::{Activation, Backend, BatchShape, Fetched, Reduce, f32s};
+use crate::error::{Error, Result};
+
+macro_rules! kernel {
+    ($file:literal) => {
+        concat!(
+            include_str!("kernels/common.wgsl"),
+            "\n",
+            include_str!(concat!("kernels/", $file, ".wgsl"))
+        )
+    };
+}
+
+/// The kernels, by entry point (each file's entry point is named like the file).
+const KERNELS: [(&str, &str); 6] = [
+    ("matmul", kernel!("matmul")),
+    ("attention", kernel!("attention")),
+    ("layer_norm", kernel!("layer_norm")),
+    ("embed", kernel!("embed")),
+    ("pool", kernel!("pool")),
+    ("l2_normalize", kernel!("l2_normalize")),
+];
+
+/// Longest sequence the attention kernel holds in workgroup memory.
+const MAX_SEQ: usize = 512;
+
+impl From<GpuError> for Error {
+    fn from(e: GpuError) -> Self {
+        match e {
+            GpuError::Unavailable(reason) => Error::DeviceUnavailable {
+                device: "gpu".to_owned(),
+                reason,
+            },
+            other => Error::Backend {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Buffers of dropped tensors, by size, ready for reuse.
+struct Pool {
+    host: Arc<dyn GpuHost>,
+    free: Mutex<HashMap<u64, Vec<BufferId>>>,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Ok(free) = self.free.get_mut() {
+            for id in free.drain().flat_map(|(_, ids)| ids) {
+                self.host.destroy_buffer(id);
+            }
+        }
+    }
+}
+
+/// A buffer that goes back to the pool when the last tensor using it is dropped.
+struct Buffer {
+    id: BufferId,
+    bytes: u64,
+    pool: Arc<Pool>,
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        match self.pool.free.lock() {
+            Ok(mut free) => free.entry(self.bytes).or_default().push(self.id),
+            Err(_) => self.pool.host.destroy_buffer(self.id),
+        }
+    }
+}
+
+/// A row-major `[rows, cols]` f32 tensor in a GPU buffer.
+#[derive(Clone)]
+pub(crate) struct GpuTensor {
+    buffer: Arc<Buffer>,
+    rows: usize,
+    cols: usize,
+}
+
+impl GpuTensor {
+    fn id(&self) -> BufferId {
+        self.buffer.id
+    }
+}
+
+/// The GPU backend over a host's GPU interface.
+#[derive(Clone)]
+pub(crate) struct Gpu {
+    pool: Arc<Pool>,
+    pipelines: HashMap<&'static str, PipelineId>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.pool.host.info().name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Packs kernel parameters (u32 and f32 fields, 4 bytes each) for the uniform at binding 0.
+fn params(fields: &[u32]) -> Vec<u8> {
+    fields.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+fn dim(n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::Backend {
+        message: format!("dimension {n} is too large for the GPU"),
+    })
+}
+
+fn groups(n: usize, size: usize) -> Result<u32> {
+    dim(n.div_ceil(size))
+}
+
+impl Gpu {
+    /// Compiles the kernels on `host`.
+    pub(crate) fn new(host: Arc<dyn GpuHost>) -> Result<Self> {
+        let mut pipelines = HashMap::new();
+        for (entry, source) in KERNELS {
+            pipelines.insert(entry, host.create_pipeline(source, entry)?);
+        }
+        Ok(Self {
+            pool: Arc::new(Pool {
+                host,
+                free: Mutex::default(),
+            }),
+            pipelines,
+        })
+    }
+
+    /// The adapter's name.
+    pub(crate) fn adapter(&self) -> &str {
+        &self.pool.host.info().name
+    }
+
+    fn host(&self) -> &dyn GpuHost {
+        &*self.pool.host
+    }
+
+    fn alloc(&self, rows: usize, cols: usize) -> Result<GpuTensor> {
+        let bytes = (rows * cols * 4).max(4) as u64;
+        let reused = self
+            .pool
+            .free
+            .lock()
+            .ok()
+            .and_then(|mut free| free.get_mut(&bytes).and_then(Vec::pop));
+        let id = match reused {
+            Some(id) => id,
+            None => self.host().create_buffer(bytes)?,
+        };
+        Ok(GpuTensor {
+            buffer: Arc::new(Buffer {
+                id,
+                bytes,
+                pool: self.pool.clone(),
+            }),
+            rows,
+            cols,
+        })
+    }
+
+    fn upload_bytes(&self, bytes: &[u8], rows: usize, cols: usize) -> Result<GpuTensor> {
+        let t = self.alloc(rows, cols)?;
+        self.host().write_buffer(t.id(), 0, bytes)?;
+        Ok(t)
+    }
+
+    fn run(
+        &self,
+        kernel: &str,
+        fields: &[u32],
+        buffers: &[BufferId],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        let pipeline = self.pipelines.get(kernel).ok_or_else(|| Error::Backend {
+            message: format!("no kernel {kernel}"),
+        })?;
+        Ok(self
+            .host()
+            .dispatch(*pipeline, &params(fields), buffers, workgroups)?)
+    }
+}
+
+fn check_cols(what: &str, t: &GpuTensor, cols: usize) -> Result<()> {
+    if t.cols != cols {
+        return Err(Error::Backend {
+            message: format!("{what}: {} columns, expected {cols}", t.cols),
+        });
+    }
+    Ok(())
+}
+
+impl Backend for Gpu {
+    type Tensor = GpuTensor;
+
+    fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<GpuTensor> {
+        let (rows, cols) = match *shape {
+            [n] => (1, n),
+            [r, c] => (r, c),
+            _ => {
+                return Err(Error::Backend {
+                    message: format!("GPU tensors are 1-D or 2-D, not {shape:?}"),
+                });
+            }
+        };
+        self.upload_bytes(bytemuck::cast_slice(&data), rows, cols)
+    }
+
+    fn embed(
+        &self,
+        [word, position, token_type]: [&GpuTensor; 3],
+        ids: &[u32],
+        type_ids: &[u32],
+        shape: BatchShape,
+    ) -> Result<GpuTensor> {
+        let n = shape.tokens();
+        if ids.len() != n || type_ids.len() != n {
+            return Err(Error::Backend {
+                message: format!("embed: {} ids for {n} positions", ids.len()),
+            });
+        }
+        if ids.iter().any(|&i| i as usize >= word.rows)
+            || type_ids.iter().any(|&i| i as usize >= token_type.rows)
+            || shape.seq > position.rows
+        {
+            return Err(Error::invalid_input(
+                "a token id is outside the embedding table",
+            ));
+        }
+        let hidden = word.cols;
+        let ids = self.upload_bytes(bytemuck::cast_slice(ids), 1, n)?;
+        let type_ids = self.upload_bytes(bytemuck::cast_slice(type_ids), 1, n)?;
+        let out = self.alloc(n, hidden)?;
+        self.run(
+            "embed",
+            &[dim(n)?, dim(shape.seq)?, dim(hidden)?],
+            &[
+                ids.id(),
+                type_ids.id(),
+                word.id(),
+                position.id(),
+                token_type.id(),
+                out.id(),
+            ],
+            [groups(hidden, 64)?, dim(n)?, 1],
+        )?;
+        Ok(out)
+    }
+
+    fn linear(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        act: Activation,
+    ) -> Result<GpuTensor> {
+        check_cols("linear", x, w.cols)?;
+        let (m, n, k) = (x.rows, w.rows, x.cols);
+        let out = self.alloc(m, n)?;
+        let act = match act {
+            Activation::None => 0,
+            Activation::GeluErf => 1,
+            Activation::GeluTanh => 2,
+            Activation::Relu => 3,
+            Activation::Tanh => 4,
+        };
+        // Without a bias, the weights stand in for the unused binding.
+        let bias = b.unwrap_or(w);
+        self.run(
+            "matmul",
+            &[dim(m)?, dim(n)?, dim(k)?, act, u32::from(b.is_some())],
+            &[x.id(), w.id(), bias.id(), out.id()],
+            [groups(n, 64)?, groups(m, 64)?, 1],
+        )?;
+        Ok(out)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &GpuTensor,
+        residual: Option<&GpuTensor>,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        eps: f64,
+    ) -> Result<GpuTensor> {
+        check_cols("layer_norm gamma", gamma, x.cols)?;
+        if let Some(r) = residual {
+            check_cols("layer_norm residual", r, x.cols)?;
+        }
+        let out = self.alloc(x.rows, x.cols)?;
+        self.run(
+            "layer_norm",
+            &[
+                dim(x.rows)?,
+                dim(x.cols)?,
+                (eps as f32).to_bits(),
+                u32::from(residual.is_some()),
+            ],
+            &[
+                x.id(),
+                residual.unwrap_or(x).id(),
+                gamma.id(),
+                beta.id(),
+                out.id(),
+            ],
+            [dim(x.rows)?, 1, 1],
+        )?;
+        Ok(out)
+    }
+
+    fn key_mask(&self, mask: &[u32], shape: BatchShape) -> Result<GpuTensor> {
+        let data: Vec<f32> = mask
+            .iter()
+            .map(|&m| if m != 0 { 1.0 } else { 0.0 })
+            .collect();
+        self.upload_bytes(bytemuck::cast_slice(&data), shape.batch, shape.seq)
+    }
+
+    fn attention(
+        &self,
+        qkv: &GpuTensor,
+        key_mask: &GpuTensor,
+        shape: BatchShape,
+        heads: usize,
+    ) -> Result<GpuTensor> {
+        let BatchShape { batch, seq } = shape;
+        if seq > MAX_SEQ {
+            return Err(Error::InputTooLarge {
+                message: format!("{seq} tokens; the GPU attention kernel takes at most {MAX_SEQ}"),
+            });
+        }
+        let hidden = qkv.cols / 3;
+        let head_dim = hidden / heads;
+        let out = self.alloc(batch * seq, hidden)?;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        self.run(
+            "attention",
+            &[
+                dim(batch)?,
+                dim(seq)?,
+                dim(heads)?,
+                dim(head_dim)?,
+                scale.to_bits(),
+            ],
+            &[qkv.id(), key_mask.id(), out.id()],
+            [dim(seq)?, dim(heads)?, dim(batch)?],
+        )?;
+        Ok(out)
+    }
+
+    fn reduce(
+        &self,
+        x: &GpuTensor,
+        key_mask: &GpuTensor,
+        shape: BatchShape,
+        how: Reduce,
+    ) -> Result<GpuTensor> {
+        let hidden = x.cols;
+        let out = self.alloc(shape.batch, hidden)?;
+        let how = match how {
+            Reduce::First => 0,
+            Reduce::MaskedMean => 1,
+        };
+        self.run(
+            "pool",
+            &[dim(shape.batch)?, dim(shape.seq)?, dim(hidden)?, how],
+            &[x.id(), key_mask.id(), out.id()],
+            [groups(hidden, 64)?, dim(shape.batch)?, 1],
+        )?;
+        Ok(out)
+    }
+
+    fn l2_normalize(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        let out = self.alloc(x.rows, x.cols)?;
+        self.run(
+            "l2_normalize",
+            &[dim(x.rows)?, dim(x.cols)?],
+            &[x.id(), out.id()],
+            [dim(x.rows)?, 1, 1],
+        )?;
+        Ok(out)
+    }
+
+    fn read(&self, x: &GpuTensor) -> Result<Vec<f32>> {
+        match self.read_start(x)? {
+            Fetched::Ready(data) => Ok(data),
+            Fetched::Pending(_) => Err(Error::Backend {
+                message: "this host reads GPU buffers asynchronously".to_owned(),
+            }),
+        }
+    }
+
+    fn read_start(&self, x: &GpuTensor) -> Result<Fetched> {
+        Ok(
+            match self
+                .host()
+                .read_buffer(x.id(), 0, (x.rows * x.cols * 4) as u64)?
+            {
+                Readback::Ready(bytes) => Fetched::Ready(f32s(&bytes)),
+                Readback::Pending(id) => Fetched::Pending(id),
+            },
+        )
+    }
+}
+
+/// Each kernel against the CPU backend on random data, on shapes that are not multiples of the
+/// tile sizes. Tolerance: |gpu − cpu| ≤ 1e-4 · max(1, |cpu|) (different summation order; the
+/// GELU uses an erf approximation with error below 1.5e-7). These tests need a GPU adapter —
+/// Mesa lavapipe in CI — and fail without one.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::Cpu;
+
+    fn gpu() -> Gpu {
+        let host = amphi_gpu::WgpuHost::new().unwrap_or_else(|e| {
+            panic!("GPU kernel tests need a GPU adapter (in CI: Mesa lavapipe, apt-get install mesa-vulkan-drivers): {e}")
+        });
+        Gpu::new(Arc::new(host)).expect("kernels compile")
+    }
+
+    /// Deterministic values in [-1, 1).
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(what: &str, gpu: &[f32], cpu: &[f32]) {
+        assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
+        for (i, (g, c)) in gpu.iter().zip(cpu).enumerate() {
+            let tol = 1e-4 * c.abs().max(1.0);
+            assert!((g - c).abs() <= tol, "{what}[{i}]: gpu {g} vs cpu {c}");
+        }
+    }
+
+    struct Both {
+        gpu: Gpu,
+    }
+
+    impl Both {
+        fn up(&self, data: &[f32], shape: &[usize]) -> (GpuTensor, candle_core::Tensor) {
+            (
+                self.gpu.upload(data.to_vec(), shape).expect("gpu upload"),
+                Cpu.upload(data.to_vec(), shape).expect("cpu upload"),
+            )
+        }
+
+        fn check(&self, what: &str, g: Result<GpuTensor>, c: Result<candle_core::Tensor>) {
+            let g = self.gpu.read(&g.expect("gpu op")).expect("gpu read");
+            let c = Cpu.read(&c.expect("cpu op")).expect("cpu read");
+            close(what, &g, &c);
+        }
+    }
+
+    #[test]
+    fn linear_with_bias_and_activations() {
+        let be = Both { gpu: gpu() };
+        let acts = [
+            Activation::None,
+            Activation::GeluErf,
+            Activation::GeluTanh,
+            Activation::Relu,
+            Activation::Tanh,
+        ];
+        for (i, &(m, n, k)) in [
+            (1, 1, 1),
+            (5, 7, 3),
+            (65, 130, 33),
+            (128, 384, 384),
+            (3, 1536, 17),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let (x, xc) = be.up(&random(m * k, i as u64), &[m, k]);
+            let (w, wc) = be.up(&random(n * k, 100 + i as u64), &[n, k]);
+            let (b, bc) = be.up(&random(n, 200 + i as u64), &[n]);
+            for act in acts {
+                be.check(
+                    &format!("linear {m}x{k}·{n}x{k}ᵀ {act:?}"),
+                    be.gpu.linear(&x, &w, Some(&b), act),
+                    Cpu.linear(&xc, &wc, Some(&bc), act),
+                );
+            }
+            be.check(
+                &format!("linear {m}x{k} no bias"),
+                be.gpu.linear(&x, &w, None, Activation::None),
+                Cpu.linear(&xc, &wc, None, Activation::None),
+            );
+        }
+    }
+
+    #[test]
+    fn layer_norm_with_and_without_residual() {
+        let be = Both { gpu: gpu() };
+        for (i, &(rows, cols)) in [(1, 5), (33, 384), (7, 1000)].iter().enumerate() {
+            let (x, xc) = be.up(&random(rows * cols, i as u64), &[rows, cols]);
+            let (r, rc) = be.up(&random(rows * cols, 10 + i as u64), &[rows, cols]);
+            let (g, gc) = be.up(&random(cols, 20 + i as u64), &[cols]);
+            let (b, bc) = be.up(&random(cols, 30 + i as u64), &[cols]);
+            be.check(
+                &format!("layer_norm {rows}x{cols}"),
+                be.gpu.layer_norm(&x, None, &g, &b, 1e-12),
+                Cpu.layer_norm(&xc, None, &gc, &bc, 1e-12),
+            );
+            be.check(
+                &format!("layer_norm {rows}x{cols} + residual"),
+                be.gpu.layer_norm(&x, Some(&r), &g, &b, 1e-5),
+                Cpu.layer_norm(&xc, Some(&rc), &gc, &bc, 1e-5),
+            );
+        }
+    }
+
+    /// Padding at the end of every sequence but the first, as a tokenizer produces.
+    fn mask(shape: BatchShape) -> Vec<u32> {
+        (0..shape.batch)
+            .flat_map(|b| {
+                (0..shape.seq)
+                    .map(move |s| u32::from(b == 0 || s < shape.seq - b.min(shape.seq - 1)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn attention_with_key_mask() {
+        let be = Both { gpu: gpu() };
+        for (i, &(batch, seq, heads, head_dim)) in
+            [(1, 1, 1, 4), (2, 7, 2, 5), (3, 65, 12, 32), (2, 130, 4, 16)]
+                .iter()
+                .enumerate()
+        {
+            let shape = BatchShape { batch, seq };
+            let hidden = heads * head_dim;
+            let (qkv, qkvc) = be.up(
+                &random(batch * seq * 3 * hidden, i as u64),
+                &[batch * seq, 3 * hidden],
+            );
+            let m = mask(shape);
+            let (km, kmc) = (
+                be.gpu.key_mask(&m, shape).expect("mask"),
+                Cpu.key_mask(&m, shape).expect("mask"),
+            );
+            be.check(
+                &format!("attention b{batch} s{seq} h{heads} d{head_dim}"),
+                be.gpu.attention(&qkv, &km, shape, heads),
+                Cpu.attention(&qkvc, &kmc, shape, heads),
+            );
+        }
+    }
+
+    #[test]
+    fn embed_pool_and_normalize() {
+        let be = Both { gpu: gpu() };
+        let (vocab, positions, types, hidden) = (50, 20, 2, 70);
+        let (word, wordc) = be.up(&random(vocab * hidden, 1), &[vocab, hidden]);
+        let (pos, posc) = be.up(&random(positions * hidden, 2), &[positions, hidden]);
+        let (tt, ttc) = be.up(&random(types * hidden, 3), &[types, hidden]);
+        let shape = BatchShape { batch: 3, seq: 11 };
+        let ids: Vec<u32> = (0..shape.tokens() as u32)
+            .map(|i| (i * 7) % vocab as u32)
+            .collect();
+        let type_ids: Vec<u32> = (0..shape.tokens() as u32).map(|i| i % 2).collect();
+        let x = be
+            .gpu
+            .embed([&word, &pos, &tt], &ids, &type_ids, shape)
+            .expect("embed");
+        let xc = Cpu
+            .embed([&wordc, &posc, &ttc], &ids, &type_ids, shape)
+            .expect("embed");
+        be.check("embed", Ok(x.clone()), Ok(xc.clone()));
+
+        let m = mask(shape);
+        let (km, kmc) = (
+            be.gpu.key_mask(&m, shape).expect("mask"),
+            Cpu.key_mask(&m, shape).expect("mask"),
+        );
+        for how in [Reduce::First, Reduce::MaskedMean] {
+            be.check(
+                &format!("reduce {how:?}"),
+                be.gpu.reduce(&x, &km, shape, how),
+                Cpu.reduce(&xc, &kmc, shape, how),
+            );
+        }
+        be.check(
+            "l2_normalize",
+            be.gpu.l2_normalize(&x),
+            Cpu.l2_normalize(&xc),
+        );
+        assert!(
+            be.gpu
+                .embed([&word, &pos, &tt], &[vocab as u32; 33], &type_ids, shape)
+                .is_err(),
+            "an id outside the table is refused"
+        );
+    }
+
+    #[test]
+    fn buffers_are_pooled() {
+        let gpu = gpu();
+        let a = gpu.upload(random(1000, 1), &[10, 100]).expect("upload");
+        let id = a.id();
+        drop(a);
+        let b = gpu.upload(random(1000, 2), &[10, 100]).expect("upload");
+        assert_eq!(
+            b.id(),
+            id,
+            "a dropped tensor's buffer is reused for the same size"
+        );
+        assert_eq!(gpu.read(&b).expect("read"), random(1000, 2));
+    }
+}
