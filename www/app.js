@@ -49,7 +49,9 @@ export function setupPage({ task, model, run }) {
     });
     bar.style.width = '100%';
     current = { key, pipe };
-    $('device-used').textContent = pipe.device === 'gpu' ? 'WebGPU' : 'CPU (wasm SIMD)';
+    $('device-used').textContent = pipe.device === 'gpu'
+      ? `WebGPU${pipe.info.adapter ? ` · ${pipe.info.adapter}` : ''}`
+      : 'CPU (wasm SIMD)';
     $('thread-used').textContent = options.worker ? 'Web Worker' : 'main thread';
     $('load-ms').textContent = ms(pipe.loadMs);
     return pipe;

@@ -73,7 +73,23 @@ function compileArtifact() {
   return artifact;
 }
 
-const api = createApi({ fetchFiles, compileArtifact });
+let adapterInfo = null;
+
+/** The browser's WebGPU adapter: null, or its name and whether it is a CPU (SwiftShader). */
+function webgpu() {
+  adapterInfo ??= (async () => {
+    const adapter = await globalThis.navigator?.gpu?.requestAdapter().catch(() => null);
+    if (!adapter) return null;
+    const info = adapter.info ?? {};
+    const name = info.description || [info.vendor, info.architecture].filter(Boolean).join(' ');
+    const software = Boolean(info.isFallbackAdapter || adapter.isFallbackAdapter)
+      || /swiftshader|llvmpipe|lavapipe/i.test(`${name} ${info.architecture ?? ''}`);
+    return { name, software };
+  })();
+  return adapterInfo;
+}
+
+const api = createApi({ fetchFiles, compileArtifact, webgpu });
 
 /** Loads a model for a task; with `{ worker: true }` it runs in a module Web Worker. */
 export function pipeline(task, model, options = {}) {

@@ -127,19 +127,32 @@ function parameters(options) {
  * `{ fetchFiles(model, options, progress) → Map<name, Uint8Array>, compileArtifact() → Module }`.
  */
 export function createApi(platform) {
-  let engine = null;
+  /** Engine instances: one without a GPU, one with WebGPU (created when first asked for). */
+  const engines = { cpu: null, gpu: null };
+  /** Calls into an instance are serialised: a GPU readback returns to the event loop. */
+  const queues = new WeakMap();
 
-  /** The shared engine instance, re-created when the previous one trapped. */
-  async function getEngine() {
-    if (engine) {
-      const current = await engine;
+  /** A shared engine instance, re-created when the previous one trapped. */
+  async function getEngine(webgpu = false) {
+    const key = webgpu ? 'gpu' : 'cpu';
+    if (engines[key]) {
+      const current = await engines[key];
       if (!current.crashed) return current;
     }
-    engine = (async () => Engine.create(await platform.compileArtifact()))();
-    engine.catch(() => {
-      engine = null;
+    const created = (async () => Engine.create(await platform.compileArtifact(), undefined, webgpu))();
+    engines[key] = created;
+    created.catch(() => {
+      if (engines[key] === created) engines[key] = null;
     });
-    return engine;
+    return created;
+  }
+
+  /** Runs `f` after every earlier call on the same engine has finished. */
+  function serialised(engine, f) {
+    const previous = queues.get(engine) ?? Promise.resolve();
+    const next = previous.then(f, f);
+    queues.set(engine, next.catch(() => {}));
+    return next;
   }
 
   async function load(task, model, options) {
@@ -151,14 +164,16 @@ export function createApi(platform) {
     }
     const loadOptions = { device };
     if (options.maxLength !== undefined) loadOptions.max_length = options.maxLength;
-    const e = await getEngine();
-    const handle = e.load(files, JSON.stringify(loadOptions));
+    // `auto` skips a software adapter (SwiftShader): amphi's CPU kernels are faster.
+    const gpu = device === 'cpu' ? null : await platform.webgpu();
+    const e = await getEngine(Boolean(gpu) && (device === 'gpu' || !gpu.software));
+    const handle = await serialised(e, () => e.load(files, JSON.stringify(loadOptions)));
     const info = handle.info();
     if (!info.tasks.includes(task)) {
       handle.dispose();
       throw new AmphiError('unsupported_task', `${model} does not support ${task} (it supports ${info.tasks.join(', ')})`);
     }
-    return { engine: e, handle, info };
+    return { engine: e, handle, info: { ...info, adapter: info.device === 'gpu' ? (gpu?.name || e.adapter) : undefined } };
   }
 
   /**
@@ -188,7 +203,9 @@ export function createApi(platform) {
             state = await load(task, model, { ...options, progress: undefined });
           }
           const t0 = now();
-          const output = state.handle.run(task, { inputs, parameters: parameters(runOptions) });
+          const { engine, handle } = state;
+          const request = { inputs, parameters: parameters(runOptions) };
+          const output = await serialised(engine, () => handle.run(task, request));
           fn.lastRun = { ms: now() - t0, tokens: state.handle.lastTokens(), device: state.info.device };
           return output;
         } catch (e) {
@@ -219,12 +236,12 @@ export function createApi(platform) {
 
   /** The engine's memory in bytes (grows, never shrinks; freed memory is reused). */
   async function engineMemoryBytes() {
-    return (await getEngine()).memoryBytes;
+    return (await getEngine(false)).memoryBytes;
   }
 
   async function debugPanic() {
     try {
-      (await getEngine()).__debugPanic();
+      (await getEngine(false)).__debugPanic();
     } catch (e) {
       throw asAmphiError(e);
     }

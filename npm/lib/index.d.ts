@@ -32,7 +32,11 @@ export type ProgressEvent =
   | { status: 'ready'; task: Task; model: string; device: 'cpu' | 'gpu' };
 
 export interface PipelineOptions {
-  /** Default `auto`: the GPU when one works, else CPU SIMD. */
+  /**
+   * Default `auto`: a hardware GPU (WebGPU) when one works, else the CPU (wasm SIMD).
+   * `webgpu` also accepts software adapters (SwiftShader); without WebGPU it throws
+   * `device_unavailable` (always in Node).
+   */
   device?: Device;
   /** Called for each download step. */
   progress?: (event: ProgressEvent) => void;
@@ -54,6 +58,8 @@ export interface PipelineOptions {
 /** What the engine says about a loaded model. */
 export interface ModelInfo {
   device: 'cpu' | 'gpu';
+  /** The WebGPU adapter, when `device` is `gpu`. */
+  adapter?: string;
   tasks: Task[];
   architectures: string[];
   hidden_size: number;

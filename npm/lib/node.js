@@ -101,7 +101,8 @@ async function compileArtifact() {
   return artifact;
 }
 
-const api = createApi({ fetchFiles, compileArtifact });
+// Node has no WebGPU: `device: 'webgpu'` is device_unavailable.
+const api = createApi({ fetchFiles, compileArtifact, webgpu: async () => null });
 
 /** Loads a model for a task; see index.d.ts. */
 export const pipeline = api.pipeline;

@@ -9,8 +9,16 @@ use wgpu::util::DeviceExt as _;
 
 use crate::{AdapterInfo, BufferId, GpuError, GpuHost, PipelineId, Readback};
 
+/// A readback in flight: the staging buffer and the outcome of its `map_async`.
+struct PendingRead {
+    staging: wgpu::Buffer,
+    size: u64,
+    mapped: futures_channel::oneshot::Receiver<Result<(), wgpu::BufferAsyncError>>,
+}
+
 #[derive(Default)]
 struct State {
+    readbacks: HashMap<u32, PendingRead>,
     buffers: HashMap<u32, wgpu::Buffer>,
     pipelines: HashMap<u32, wgpu::ComputePipeline>,
     /// (source, entry point) → pipeline, so a kernel compiles once per host.
@@ -42,9 +50,25 @@ fn device_err(e: impl std::fmt::Display) -> GpuError {
     GpuError::Device(e.to_string())
 }
 
+/// Adapters that are a CPU underneath, whatever type they report (WebGPU hides the type).
+fn software(info: &wgpu::AdapterInfo) -> bool {
+    let name = format!("{} {}", info.name, info.driver).to_lowercase();
+    info.device_type == wgpu::DeviceType::Cpu
+        || [
+            "swiftshader",
+            "llvmpipe",
+            "lavapipe",
+            "basic render",
+            "warp",
+        ]
+        .iter()
+        .any(|s| name.contains(s))
+}
+
 impl WgpuHost {
     /// Opens the preferred adapter (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and friends are
     /// honoured). Fails with [`GpuError::Unavailable`] when there is none.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Self, GpuError> {
         pollster::block_on(Self::new_async())
     }
@@ -61,7 +85,12 @@ impl WgpuHost {
             .await
             .map_err(|e| GpuError::Unavailable(e.to_string()))?;
         let raw = adapter.get_info();
-        let limits = adapter.limits();
+        // Browsers: the defaults (some lack newer limit fields); natively: all the adapter has.
+        let limits = if cfg!(target_arch = "wasm32") {
+            wgpu::Limits::default()
+        } else {
+            adapter.limits()
+        };
         let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -86,7 +115,7 @@ impl WgpuHost {
         let info = AdapterInfo {
             name: raw.name.clone(),
             backend: raw.backend.to_string(),
-            software: raw.device_type == wgpu::DeviceType::Cpu,
+            software: software(&raw),
             shader_f16: f16,
             max_storage_binding: limits.max_storage_buffer_binding_size,
             max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,
@@ -107,6 +136,7 @@ impl WgpuHost {
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes.
+    #[cfg(not(target_arch = "wasm32"))]
     fn scoped<T>(&self, f: impl FnOnce() -> T) -> Result<T, GpuError> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -117,6 +147,15 @@ impl WgpuHost {
             Some(e) => Err(device_err(e)),
             None => Ok(out),
         }
+    }
+
+    /// In a browser error scopes resolve asynchronously: errors are collected by the uncaptured
+    /// handler and reported at the next readback.
+    #[cfg(target_arch = "wasm32")]
+    fn scoped<T>(&self, f: impl FnOnce() -> T) -> Result<T, GpuError> {
+        let out = f();
+        self.check_uncaptured()?;
+        Ok(out)
     }
 
     fn check_uncaptured(&self) -> Result<(), GpuError> {
@@ -130,6 +169,93 @@ impl WgpuHost {
         if let Some(encoder) = state.encoder.take() {
             self.queue.submit([encoder.finish()]);
         }
+    }
+}
+
+impl WgpuHost {
+    /// Copies the range into a staging buffer, submits everything recorded and asks for the
+    /// mapping. Returns the readback's id for [`WgpuHost::finish_read`].
+    fn start_read(&self, id: BufferId, offset: u64, size: u64) -> Result<u32, GpuError> {
+        let padded = size.max(4).next_multiple_of(4);
+        let mut state = self.state()?;
+        let source = buffer(&state, id)?.clone();
+        if offset + padded > source.size() {
+            return Err(device_err(format!(
+                "read of {size} bytes at {offset} from a {}-byte buffer",
+                source.size()
+            )));
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let device = &self.device;
+        let encoder = state.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        encoder.copy_buffer_to_buffer(&source, offset, &staging, 0, padded);
+        self.submit(&mut state);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        state.next_id += 1;
+        let readback = state.next_id;
+        state.readbacks.insert(
+            readback,
+            PendingRead {
+                staging,
+                size,
+                mapped: rx,
+            },
+        );
+        Ok(readback)
+    }
+
+    /// Waits for a readback started by [`GpuHost::read_buffer`] (which answered
+    /// [`Readback::Pending`] in a browser) and returns its bytes.
+    pub async fn finish_read(&self, readback: u32) -> Result<Vec<u8>, GpuError> {
+        let pending = self
+            .state()?
+            .readbacks
+            .remove(&readback)
+            .ok_or(GpuError::UnknownHandle {
+                what: "readback",
+                id: readback,
+            })?;
+        pending
+            .mapped
+            .await
+            .map_err(|_| device_err("the readback was dropped"))?
+            .map_err(device_err)?;
+        self.check_uncaptured()?;
+        let mut bytes = pending
+            .staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(device_err)?
+            .to_vec();
+        pending.staging.unmap();
+        bytes.truncate(pending.size as usize);
+        Ok(bytes)
+    }
+
+    /// Natively: wait for the device, then the bytes are there.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn read_now(&self, readback: u32) -> Result<Readback, GpuError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(device_err)?;
+        pollster::block_on(self.finish_read(readback)).map(Readback::Ready)
+    }
+
+    /// In a browser the mapping completes on the event loop: the caller awaits
+    /// [`WgpuHost::finish_read`].
+    #[cfg(target_arch = "wasm32")]
+    fn read_now(&self, readback: u32) -> Result<Readback, GpuError> {
+        Ok(Readback::Pending(readback))
     }
 }
 
@@ -278,45 +404,7 @@ impl GpuHost for WgpuHost {
     }
 
     fn read_buffer(&self, id: BufferId, offset: u64, size: u64) -> Result<Readback, GpuError> {
-        let padded = size.max(4).next_multiple_of(4);
-        let mut state = self.state()?;
-        let source = buffer(&state, id)?.clone();
-        if offset + padded > source.size() {
-            return Err(device_err(format!(
-                "read of {size} bytes at {offset} from a {}-byte buffer",
-                source.size()
-            )));
-        }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: padded,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let device = &self.device;
-        let encoder = state.encoder.get_or_insert_with(|| {
-            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
-        encoder.copy_buffer_to_buffer(&source, offset, &staging, 0, padded);
-        self.submit(&mut state);
-        drop(state);
-
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(device_err)?;
-        rx.recv().map_err(device_err)?.map_err(device_err)?;
-        self.check_uncaptured()?;
-        let mut bytes = staging
-            .slice(..)
-            .get_mapped_range()
-            .map_err(device_err)?
-            .to_vec();
-        staging.unmap();
-        bytes.truncate(size as usize);
-        Ok(Readback::Ready(bytes))
+        let readback = self.start_read(id, offset, size)?;
+        self.read_now(readback)
     }
 }

@@ -22,8 +22,12 @@
 //!
 //! The ABI is documented in `docs/abi.md`.
 
+mod gpu;
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+
+use gpu::{Imports, MemorySlot, NoGpu, WebGpu};
 
 use js_sys::{Function, Object, Reflect, Uint8Array, WebAssembly};
 use wasm_bindgen::prelude::*;
@@ -82,6 +86,8 @@ extern "C" {
     #[wasm_bindgen(method, catch)]
     fn amphi_result_len(this: &Exports) -> Result<i32, JsValue>;
     #[wasm_bindgen(method, catch)]
+    fn amphi_resume(this: &Exports) -> Result<i32, JsValue>;
+    #[wasm_bindgen(method, catch)]
     fn amphi_debug_panic(this: &Exports) -> Result<(), JsValue>;
 
     /// `globalThis.crypto.getRandomValues`: browsers, workers and Node ≥ 19.
@@ -111,41 +117,6 @@ fn decode(bytes: &Uint8Array) -> String {
 type RandomFill = Closure<dyn Fn(i32, i32) -> i32>;
 type Log = Closure<dyn Fn(i32, i32, i32)>;
 
-/// The `amphi_gpu` imports of a host without a GPU (`info` answers -1, so the engine never
-/// calls the others; they fail if it did). The WebGPU implementation replaces these.
-struct NoGpu {
-    fail: Closure<dyn Fn() -> i32>,
-    zero: Closure<dyn Fn() -> i32>,
-    noop: Closure<dyn Fn()>,
-}
-
-impl NoGpu {
-    fn new() -> Self {
-        Self {
-            fail: Closure::new(|| -1),
-            zero: Closure::new(|| 0),
-            noop: Closure::new(|| {}),
-        }
-    }
-
-    fn imports(&self) -> Result<Object, JsValue> {
-        let gpu = Object::new();
-        for (name, f) in [
-            ("info", self.fail.as_ref()),
-            ("create_buffer", self.zero.as_ref()),
-            ("write_buffer", self.fail.as_ref()),
-            ("destroy_buffer", self.noop.as_ref()),
-            ("create_pipeline", self.zero.as_ref()),
-            ("dispatch", self.fail.as_ref()),
-            ("read_buffer", self.fail.as_ref()),
-            ("last_error", self.zero.as_ref()),
-        ] {
-            Reflect::set(&gpu, &name.into(), f)?;
-        }
-        Ok(gpu)
-    }
-}
-
 /// One instance of the artifact, shared by the models loaded into it.
 struct Guest {
     exports: Exports,
@@ -154,7 +125,15 @@ struct Guest {
     crashed: RefCell<Option<String>>,
     /// The last error-level message the guest logged (a panic message arrives this way).
     last_error: Rc<RefCell<Option<String>>>,
-    _imports: (RandomFill, Log, NoGpu),
+    /// The instance's GPU, if the engine was created with one.
+    gpu: Option<Rc<WebGpu>>,
+    _imports: (RandomFill, Log, GpuImports),
+}
+
+/// Whichever `amphi_gpu` imports the instance got.
+enum GpuImports {
+    WebGpu(Imports),
+    None(NoGpu),
 }
 
 impl Guest {
@@ -247,12 +226,14 @@ impl std::fmt::Debug for Engine {
 #[wasm_bindgen]
 impl Engine {
     /// Instantiates a compiled `amphi.wasm`. `log(level, message)` receives the guest's log
-    /// lines (level 0 error … 3 debug); without it they go to the console.
+    /// lines (level 0 error … 3 debug); without it they go to the console. With `webgpu`, the
+    /// instance gets the browser's GPU (WebGPU) when there is an adapter.
     pub async fn create(
         module: WebAssembly::Module,
         log: Option<Function>,
+        webgpu: bool,
     ) -> Result<Engine, JsValue> {
-        let memory: Rc<RefCell<Option<WebAssembly::Memory>>> = Rc::default();
+        let memory: MemorySlot = Rc::default();
         let last_error: Rc<RefCell<Option<String>>> = Rc::default();
 
         let mem = memory.clone();
@@ -293,10 +274,29 @@ impl Engine {
         let host = Object::new();
         Reflect::set(&host, &"random_fill".into(), random_fill.as_ref())?;
         Reflect::set(&host, &"log".into(), log_line.as_ref())?;
-        let no_gpu = NoGpu::new();
+        let webgpu = match webgpu {
+            true => match amphi_gpu::WgpuHost::new_async().await {
+                Ok(host) => Some(WebGpu::new(host, memory.clone())),
+                Err(e) => {
+                    web_sys::console::info_1(
+                        &format!("amphi: no WebGPU ({e}); running on the CPU").into(),
+                    );
+                    None
+                }
+            },
+            false => None,
+        };
+        let gpu_imports = match &webgpu {
+            Some(g) => GpuImports::WebGpu(g.imports()?),
+            None => GpuImports::None(NoGpu::new()?),
+        };
         let imports = Object::new();
         Reflect::set(&imports, &"amphi_host".into(), &host)?;
-        Reflect::set(&imports, &"amphi_gpu".into(), &no_gpu.imports()?.into())?;
+        let gpu_object = match &gpu_imports {
+            GpuImports::WebGpu(i) => i.object(),
+            GpuImports::None(n) => n.object(),
+        };
+        Reflect::set(&imports, &"amphi_gpu".into(), gpu_object)?;
 
         let instance: WebAssembly::Instance =
             JsFuture::from(WebAssembly::instantiate_module(&module, &imports))
@@ -319,7 +319,8 @@ impl Engine {
                 memory: guest_memory,
                 crashed: RefCell::new(None),
                 last_error,
-                _imports: (random_fill, log_line, no_gpu),
+                gpu: webgpu,
+                _imports: (random_fill, log_line, gpu_imports),
             }),
         })
     }
@@ -339,6 +340,12 @@ impl Engine {
             .buffer()
             .unchecked_into::<js_sys::ArrayBuffer>()
             .byte_length() as f64
+    }
+
+    /// The WebGPU adapter the instance can use, if any.
+    #[wasm_bindgen(getter)]
+    pub fn adapter(&self) -> Option<String> {
+        self.guest.gpu.as_ref().map(|g| g.adapter())
     }
 
     /// Whether the instance trapped (every later call fails with `engine_crashed`).
@@ -433,19 +440,45 @@ impl Model {
     }
 
     /// Runs a pipeline: `task` and a request `{inputs, parameters}` in the Hugging Face shape;
-    /// returns the pipeline's output.
-    pub fn run(&self, task: &str, request: &JsValue) -> Result<JsValue, JsValue> {
-        let h = self.handle()?;
-        let json = js_sys::JSON::stringify(request)
-            .ok()
-            .and_then(|s| s.as_string())
-            .ok_or_else(|| error("invalid_input", "the request is not JSON-serialisable"))?;
-        let g = &self.guest;
-        let (tp, tl) = g.put_str(task)?;
-        let (rp, rl) = g.put_str(&json)?;
-        let status = g.call(|x| x.amphi_run(h, tp, tl, rp, rl))?;
-        g.check(status)?;
-        g.result_json()
+    /// resolves to the pipeline's output. On WebGPU the engine returns to this host while the
+    /// GPU reads back; the host awaits the mapping and resumes it.
+    pub fn run(&self, task: &str, request: &JsValue) -> js_sys::Promise {
+        let started = (|| {
+            let h = self.handle()?;
+            let json = js_sys::JSON::stringify(request)
+                .ok()
+                .and_then(|s| s.as_string())
+                .ok_or_else(|| error("invalid_input", "the request is not JSON-serialisable"))?;
+            let g = &self.guest;
+            let (tp, tl) = g.put_str(task)?;
+            let (rp, rl) = g.put_str(&json)?;
+            g.call(|x| x.amphi_run(h, tp, tl, rp, rl))
+        })();
+        let guest = self.guest.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut status = started?;
+            while status == 1 {
+                let gpu = guest.gpu.clone().ok_or_else(|| {
+                    error("internal_error", "a readback is pending without a GPU")
+                })?;
+                let (readback, dst) = gpu.pending.borrow_mut().take().ok_or_else(|| {
+                    error(
+                        "internal_error",
+                        "amphi.wasm is waiting for an unknown readback",
+                    )
+                })?;
+                let data = gpu
+                    .host
+                    .finish_read(readback)
+                    .await
+                    .map_err(|e| error("backend_error", &e.to_string()))?;
+                gpu::write(&gpu.memory_slot(), dst, &data)
+                    .map_err(|e| error("backend_error", &e))?;
+                status = guest.call(|x| x.amphi_resume())?;
+            }
+            guest.check(status)?;
+            guest.result_json()
+        })
     }
 
     /// Tokens processed by the last successful `run` of this engine.
