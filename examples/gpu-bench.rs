@@ -119,7 +119,7 @@ fn main() -> Result<()> {
         let (c, c0, c1) = time(&cpu, &texts)?;
         let (g, g0, g1) = time(&gpu, &texts)?;
         println!(
-            "| {batch} × {SEQ} | {c:.1} ({c0:.1}–{c1:.1}) | {g:.1} ({g0:.1}–{g1:.1}) | {:.1}× |",
+            "| {batch} × {SEQ} | {c:.1} ({c0:.1}–{c1:.1}) | {g:.1} ({g0:.1}–{g1:.1}) | {:.2}× |",
             c / g
         );
     }

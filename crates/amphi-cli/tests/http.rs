@@ -583,5 +583,23 @@ fn http_api_on_the_gpu() -> Result<()> {
     ensure!(models["data"][0]["device"] == "gpu", "{models}");
     let metrics = String::from_utf8(server.get("/metrics")?.body)?;
     ensure!(metrics.contains("device=\"gpu\""), "{metrics}");
+    for (path, body) in [
+        ("/v1/pipelines/feature-extraction", r#"{"inputs": "hi"}"#),
+        ("/v1/embeddings", r#"{"input": "hi"}"#),
+    ] {
+        let reply = agent()
+            .post(format!("{}{path}", server.base))
+            .content_type("application/json")
+            .send(body.as_bytes())?;
+        ensure!(reply.status() == 200, "{path}: {}", reply.status());
+        ensure!(
+            reply
+                .headers()
+                .get("x-amphi-device")
+                .is_some_and(|d| d == "gpu"),
+            "{path}: {:?}",
+            reply.headers()
+        );
+    }
     Ok(())
 }

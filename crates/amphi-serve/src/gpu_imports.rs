@@ -80,6 +80,14 @@ fn failed<T>(caller: &mut Caller<'_, HostState>, message: String, fallback: T) -
     fallback
 }
 
+/// 0, or -1 with the message kept for `last_error`.
+fn status(caller: &mut Caller<'_, HostState>, outcome: Result<(), String>) -> i32 {
+    match outcome {
+        Ok(()) => 0,
+        Err(e) => failed(caller, e, -1),
+    }
+}
+
 fn info_json(gpu: &dyn GpuHost) -> String {
     let info = gpu.info();
     serde_json::json!({
@@ -150,10 +158,7 @@ pub(crate) fn add(linker: &mut Linker<HostState>) -> Result<(), Error> {
                     gpu.write_buffer(id, u64::from(offset), &bytes)
                         .map_err(|e| e.to_string())
                 })();
-                match written {
-                    Ok(()) => 0,
-                    Err(e) => failed(&mut caller, e, -1),
-                }
+                status(&mut caller, written)
             },
         )
         .map_err(wasm_err)?;
@@ -227,10 +232,7 @@ pub(crate) fn add(linker: &mut Linker<HostState>) -> Result<(), Error> {
                     gpu.dispatch(PipelineId(pipeline), &params, &ids, [x, y, z])
                         .map_err(|e| e.to_string())
                 })();
-                match dispatched {
-                    Ok(()) => 0,
-                    Err(e) => failed(&mut caller, e, -1),
-                }
+                status(&mut caller, dispatched)
             },
         )
         .map_err(wasm_err)?;
@@ -257,10 +259,7 @@ pub(crate) fn add(linker: &mut Linker<HostState>) -> Result<(), Error> {
                         }
                     }
                 })();
-                match read {
-                    Ok(()) => 0,
-                    Err(e) => failed(&mut caller, e, -1),
-                }
+                status(&mut caller, read)
             },
         )
         .map_err(wasm_err)?;

@@ -308,13 +308,16 @@ async fn embeddings(State(state): State<AppState>, body: Body) -> Result<Respons
             json!({"object": "embedding", "index": i, "embedding": embedding})
         })
         .collect();
-    Ok(axum::Json(json!({
-        "object": "list",
-        "data": data,
-        "model": model_name,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }))
-    .into_response())
+    Ok((
+        [(DEVICE_HEADER, device_of(&state, index))],
+        axum::Json(json!({
+            "object": "list",
+            "data": data,
+            "model": model_name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -357,7 +360,26 @@ async fn pipeline(
     check_count(&state, count)?;
     let request = serde_json::to_vec(&req).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (out, _) = run_guest(&state, index, task, request).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (DEVICE_HEADER, device_of(&state, index)),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+/// Every computed response names the device that ran it.
+const DEVICE_HEADER: header::HeaderName = header::HeaderName::from_static("x-amphi-device");
+
+fn device_of(state: &AppState, index: usize) -> &'static str {
+    let gpu = state
+        .pool
+        .models()
+        .get(index)
+        .is_some_and(|m| m.info["device"] == "gpu");
+    if gpu { "gpu" } else { "cpu" }
 }
 
 /// `GET /v1/models`.

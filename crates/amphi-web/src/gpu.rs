@@ -234,19 +234,16 @@ impl WebGpu {
             message.len() as i32
         });
 
-        let object = Object::new();
-        for (name, f) in [
-            ("info", info.as_ref()),
-            ("create_buffer", create_buffer.as_ref()),
-            ("write_buffer", write_buffer.as_ref()),
-            ("destroy_buffer", destroy_buffer.as_ref()),
-            ("create_pipeline", create_pipeline.as_ref()),
-            ("dispatch", dispatch.as_ref()),
-            ("read_buffer", read_buffer.as_ref()),
-            ("last_error", last_error.as_ref()),
-        ] {
-            Reflect::set(&object, &name.into(), f)?;
-        }
+        let object = import_object([
+            info.as_ref(),
+            create_buffer.as_ref(),
+            write_buffer.as_ref(),
+            destroy_buffer.as_ref(),
+            create_pipeline.as_ref(),
+            dispatch.as_ref(),
+            read_buffer.as_ref(),
+            last_error.as_ref(),
+        ])?;
         Ok(Imports {
             object,
             _closures: (
@@ -261,6 +258,27 @@ impl WebGpu {
             ),
         })
     }
+}
+
+/// The `amphi_gpu` import names (docs/abi.md), in the order [`import_object`] takes them.
+const IMPORTS: [&str; 8] = [
+    "info",
+    "create_buffer",
+    "write_buffer",
+    "destroy_buffer",
+    "create_pipeline",
+    "dispatch",
+    "read_buffer",
+    "last_error",
+];
+
+/// The import object `{info, create_buffer, …}` from functions in [`IMPORTS`] order.
+fn import_object(functions: [&JsValue; 8]) -> Result<Object, JsValue> {
+    let object = Object::new();
+    for (name, f) in IMPORTS.iter().zip(functions) {
+        Reflect::set(&object, &(*name).into(), f)?;
+    }
+    Ok(object)
 }
 
 /// A JSON string literal.
@@ -285,19 +303,16 @@ impl NoGpu {
         let fail: Const = Closure::new(|| -1);
         let zero: Const = Closure::new(|| 0);
         let noop: Closure<dyn Fn()> = Closure::new(|| {});
-        let object = Object::new();
-        for (name, f) in [
-            ("info", fail.as_ref()),
-            ("create_buffer", zero.as_ref()),
-            ("write_buffer", fail.as_ref()),
-            ("destroy_buffer", noop.as_ref()),
-            ("create_pipeline", zero.as_ref()),
-            ("dispatch", fail.as_ref()),
-            ("read_buffer", fail.as_ref()),
-            ("last_error", zero.as_ref()),
-        ] {
-            Reflect::set(&object, &name.into(), f)?;
-        }
+        let object = import_object([
+            fail.as_ref(),
+            zero.as_ref(),
+            fail.as_ref(),
+            noop.as_ref(),
+            zero.as_ref(),
+            fail.as_ref(),
+            fail.as_ref(),
+            zero.as_ref(),
+        ])?;
         Ok(Self {
             fail,
             zero,
