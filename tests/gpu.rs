@@ -1,7 +1,7 @@
 //! Every pipeline golden on the GPU backend, natively (Mesa lavapipe in CI), with the fixtures'
 //! tolerances: the same check bodies as on the CPU (`tests/golden.rs`), the artifact and HTTP.
 
-use amphi_core::{Device, LoadOptions, Pipeline, Task};
+use amphi_core::{Device, LoadOptions, Pipeline, Precision, Task};
 use amphi_tests::checks;
 use amphi_tests::hosts::Native;
 use amphi_tests::{fixture_model, gpu, minilm_dir, model_files};
@@ -29,6 +29,17 @@ fn tiny_bert_tokcls_pipeline() -> Result<()> {
 #[test]
 fn minilm_embeddings() -> Result<()> {
     checks::minilm(&on_gpu(), &minilm_dir())
+}
+
+/// MiniLM with f16 weights, within [`checks::TOL_MINILM_F16`]. The host fails the check if the
+/// model loads in f32: lavapipe (CI) has `shader-f16`.
+#[test]
+fn minilm_embeddings_f16() -> Result<()> {
+    checks::minilm_within(
+        &Native::with_precision(Device::Gpu, Precision::F16),
+        &minilm_dir(),
+        checks::TOL_MINILM_F16,
+    )
 }
 
 #[test]

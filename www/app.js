@@ -15,20 +15,21 @@ const ms = (x) => (x < 10 ? x.toFixed(1) : Math.round(x).toString());
  * Wires a page: `task`, a default model, and `run(pipe)` that reads the page's input, calls the
  * pipeline and renders. Returns nothing; the #run button drives everything.
  *
- * Query parameters preset the controls: ?model=…&device=cpu&worker=0.
+ * Query parameters preset the controls: ?model=…&device=cpu&dtype=fp16&worker=0.
  */
 export function setupPage({ task, model, run }) {
   renderChrome(task);
   const params = new URLSearchParams(location.search);
   $('model').value = params.get('model') ?? model;
   if (params.has('device')) $('device').value = params.get('device');
+  if (params.has('dtype')) $('dtype').value = params.get('dtype');
   if (params.has('worker')) $('worker').checked = params.get('worker') !== '0';
 
   let current = null; // { key, pipe }
   const button = $('run');
 
   async function getPipeline() {
-    const options = { device: $('device').value, worker: $('worker').checked };
+    const options = { device: $('device').value, dtype: $('dtype').value, worker: $('worker').checked };
     const key = JSON.stringify([$('model').value, options]);
     if (current?.key === key) return current.pipe;
     if (current) await current.pipe.dispose();
@@ -50,7 +51,7 @@ export function setupPage({ task, model, run }) {
     bar.style.width = '100%';
     current = { key, pipe };
     $('device-used').textContent = pipe.device === 'gpu'
-      ? `WebGPU${pipe.info.adapter ? ` · ${pipe.info.adapter}` : ''}`
+      ? `WebGPU${pipe.info.adapter ? ` · ${pipe.info.adapter}` : ''} · ${pipe.info.precision}`
       : 'CPU (wasm SIMD)';
     $('thread-used').textContent = options.worker ? 'Web Worker' : 'main thread';
     $('load-ms').textContent = ms(pipe.loadMs);
@@ -102,6 +103,11 @@ function renderChrome(task) {
           <option value="auto">auto (WebGPU if it works)</option>
           <option value="cpu">CPU (wasm SIMD)</option>
           <option value="webgpu">WebGPU</option>
+        </select></div>
+      <div><label for="dtype">GPU weights</label>
+        <select id="dtype">
+          <option value="fp32">fp32</option>
+          <option value="fp16">fp16 (if shader-f16)</option>
         </select></div>
       <div class="check"><input type="checkbox" id="worker" checked><label for="worker">Web Worker</label></div>
     </div>

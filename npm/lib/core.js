@@ -46,6 +46,8 @@ export const env = {
 };
 
 const DEVICES = { auto: 'auto', cpu: 'cpu', gpu: 'gpu', webgpu: 'gpu' };
+/** `dtype` (Transformers.js' names) → the engine's weight precision on a GPU. */
+const DTYPES = { fp32: 'f32', fp16: 'f16' };
 const now = () => globalThis.performance?.now() ?? Date.now();
 
 /** A hub id (`org/name` or `name`) or a URL (`https://…/folder/`): its base URL. */
@@ -162,7 +164,11 @@ export function createApi(platform) {
     if (!device) {
       throw new AmphiError('invalid_input', `device must be one of ${Object.keys(DEVICES).join(', ')}`);
     }
-    const loadOptions = { device };
+    const precision = DTYPES[options.dtype ?? 'fp32'];
+    if (!precision) {
+      throw new AmphiError('invalid_input', `dtype must be one of ${Object.keys(DTYPES).join(', ')}`);
+    }
+    const loadOptions = { device, precision };
     if (options.maxLength !== undefined) loadOptions.max_length = options.maxLength;
     // `auto` skips a software adapter (SwiftShader): amphi's CPU kernels are faster.
     const gpu = device === 'cpu' ? null : await platform.webgpu();

@@ -2,6 +2,8 @@
 
 /** Where a model runs. `webgpu` and `gpu` are the same request. */
 export type Device = 'auto' | 'cpu' | 'gpu' | 'webgpu';
+/** Weight precision on a GPU, named like Transformers.js' `dtype`. */
+export type DType = 'fp32' | 'fp16';
 
 export type Task = 'feature-extraction' | 'text-classification' | 'token-classification';
 
@@ -46,6 +48,12 @@ export interface PipelineOptions {
   endpoint?: string;
   /** Truncate inputs to at most this many tokens (default: the model's maximum). */
   maxLength?: number;
+  /**
+   * Weights on the GPU: `fp32` (default), or `fp16` where the WebGPU adapter has `shader-f16`
+   * (half the GPU memory; results within about 1e-3 of fp32). Elsewhere `fp16` loads fp32:
+   * `info.precision` says which. The CPU always computes in fp32.
+   */
+  dtype?: DType;
   /** Cache downloaded files (default `env.cache`). */
   cache?: boolean;
   /**
@@ -58,6 +66,8 @@ export interface PipelineOptions {
 /** What the engine says about a loaded model. */
 export interface ModelInfo {
   device: 'cpu' | 'gpu';
+  /** The weights' precision as loaded (`f16` only on a GPU with `shader-f16`). */
+  precision: 'f32' | 'f16';
   /** The WebGPU adapter, when `device` is `gpu`. */
   adapter?: string;
   tasks: Task[];

@@ -58,6 +58,7 @@ test('bad input gives an AmphiError with a stable code', async () => {
   await rejects(pipeline('feature-extraction', 'not a model id!'), 'invalid_input');
   await rejects(pipeline('feature-extraction', tiny, { device: 'tpu' }), 'invalid_input');
   await rejects(pipeline('feature-extraction', tiny, { device: 'webgpu' }), 'device_unavailable');
+  await rejects(pipeline('feature-extraction', tiny, { dtype: 'q4' }), 'invalid_input');
 
   // Corrupt weights: the safetensors file cut in half.
   const broken = mkdtempSync(join(tmpdir(), 'amphi-broken-'));
@@ -65,6 +66,11 @@ test('bad input gives an AmphiError with a stable code', async () => {
   const weights = readFileSync(join(tiny, 'model.safetensors'));
   writeFileSync(join(broken, 'model.safetensors'), weights.subarray(0, weights.length >> 1));
   await rejects(pipeline('feature-extraction', broken), 'invalid_weights');
+
+  // fp16 applies to GPU weights only: on the CPU the model loads (and says it runs) in f32.
+  const fp16 = await pipeline('feature-extraction', tiny, { dtype: 'fp16' });
+  assert.equal(fp16.info.precision, 'f32');
+  await fp16.dispose();
 
   const extractor = await pipeline('feature-extraction', tiny);
   await rejects(extractor([]), 'invalid_input');

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use amphi_core::{Device, LoadOptions, Pipeline, Request, Task};
+use amphi_core::{Device, LoadOptions, Pipeline, Precision, Request, Task};
 use anyhow::Result;
 use serde_json::Value;
 
@@ -22,13 +22,21 @@ pub trait Host {
 #[derive(Debug)]
 pub struct Native {
     device: Device,
+    precision: Precision,
     cache: Mutex<HashMap<(Task, PathBuf), std::sync::Arc<Pipeline>>>,
 }
 
 impl Native {
     pub fn new(device: Device) -> Self {
+        Self::with_precision(device, Precision::F32)
+    }
+
+    /// Loads models with `precision` (see [`amphi_core::Precision`]); fails a run if a model
+    /// loads in another precision than asked.
+    pub fn with_precision(device: Device, precision: Precision) -> Self {
         Self {
             device,
+            precision,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -41,10 +49,17 @@ impl Native {
         let options = LoadOptions {
             device: self.device,
             gpu: (self.device == Device::Gpu).then(crate::gpu).transpose()?,
+            precision: self.precision,
             ..LoadOptions::default()
         };
         let pipeline =
             std::sync::Arc::new(Pipeline::load(task, crate::model_files(model)?, &options)?);
+        anyhow::ensure!(
+            pipeline.model().precision() == self.precision,
+            "asked for {} weights, got {}",
+            self.precision,
+            pipeline.model().precision()
+        );
         self.cache
             .lock()
             .expect("cache lock")
@@ -55,7 +70,7 @@ impl Native {
 
 impl Host for Native {
     fn name(&self) -> String {
-        format!("native/{}", self.device)
+        format!("native/{}/{}", self.device, self.precision)
     }
 
     fn run(&self, task: Task, model: &Path, request: &Value) -> Result<Value> {

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use amphi_core::{
     Aggregation, ClassifierFunction, Device, Inputs, LoadOptions, ModelFiles, Pipeline, Pooling,
-    Request, RunOptions, Task, TextInput, TopK,
+    Precision, Request, RunOptions, Task, TextInput, TopK,
 };
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -95,6 +95,10 @@ struct RunArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
+    /// Precision of the weights on a GPU: f32, or f16 where the adapter has shader-f16 (about
+    /// 1e-3 from f32; half the GPU memory).
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
     /// Which engine runs it: linked in, or the wasm artifact under wasmtime.
     #[arg(long, value_enum, default_value = "native")]
     runtime: RuntimeArg,
@@ -132,6 +136,10 @@ struct RunArgs {
     /// Print the device and timings on stderr.
     #[arg(long, short)]
     verbose: bool,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse().map_err(|e: amphi_core::Error| e.to_string())
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
@@ -291,7 +299,8 @@ fn run_wasm(args: &RunArgs, request: &[u8]) -> Result<(Vec<u8>, String), Failure
     )
     .map_err(host_failure)?
     .with_gpu(native_gpu(args.device.into())?);
-    let mut options = serde_json::json!({"device": Device::from(args.device)});
+    let mut options =
+        serde_json::json!({"device": Device::from(args.device), "precision": args.precision});
     if let Some(m) = args.max_length {
         options["max_length"] = m.into();
     }
@@ -352,6 +361,7 @@ fn run(mut args: RunArgs) -> Result<(), Failure> {
             let options = LoadOptions {
                 device: args.device.into(),
                 max_length: args.max_length,
+                precision: args.precision,
                 gpu: native_gpu(args.device.into())?,
             };
             let pipeline = Pipeline::load(args.task.into(), files, &options)?;
@@ -362,7 +372,10 @@ fn run(mut args: RunArgs) -> Result<(), Failure> {
                     message: e.to_string(),
                 })?;
             let device = match pipeline.model().adapter() {
-                Some(adapter) => format!("gpu adapter=\"{adapter}\""),
+                Some(adapter) => format!(
+                    "gpu adapter=\"{adapter}\" precision={}",
+                    pipeline.model().precision()
+                ),
                 None => pipeline.device().to_string(),
             };
             (json, device)
@@ -452,6 +465,9 @@ struct ServeArgs {
     /// Where the models run.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
+    /// Precision of the weights on a GPU (f32, or f16 where the adapter has shader-f16).
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
     /// Warm wasm instances, i.e. requests computed at once.
     #[arg(long, default_value_t = 2)]
     instances: usize,
@@ -540,6 +556,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         cache_dir: (!args.no_cache).then(|| cache_dir().join("wasm")),
         models,
         device: Device::from(args.device).to_string(),
+        precision: args.precision.to_string(),
         max_tokens: args.max_tokens,
         instances: args.instances,
         max_waiting: args.max_waiting,

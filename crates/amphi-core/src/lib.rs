@@ -35,7 +35,9 @@ mod weights;
 pub use amphi_gpu as gpu;
 pub use error::{Error, Result};
 pub use files::ModelFiles;
-pub use model::{Device, EmbeddingDefaults, LoadOptions, Pooling, RawOutput, RawTensor, TextModel};
+pub use model::{
+    Device, EmbeddingDefaults, LoadOptions, Pooling, Precision, RawOutput, RawTensor, TextModel,
+};
 pub use models::bert::Config as BertConfig;
 pub use pipelines::{
     Aggregation, ClassifierFunction, Entity, Inputs, LabelScore, Limits, Output, Pending, Pipeline,

@@ -64,6 +64,50 @@ impl std::fmt::Display for Device {
     }
 }
 
+/// Storage precision of a GPU model's weights. Activations, sums and outputs stay f32 either
+/// way; the CPU always computes in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 weights and products: the reference results.
+    #[default]
+    F32,
+    /// f16 weights (half the GPU memory and bandwidth) and f16 products within short partial
+    /// sums, where the adapter has `shader-f16`; elsewhere the model loads in f32, and
+    /// [`TextModel::precision`] says which was used. Results differ from f32 by about 1e-3.
+    F16,
+}
+
+impl Precision {
+    /// The name used on the wire: `f32` or `f16`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "f16" | "fp16" => Ok(Precision::F16),
+            other => Err(Error::invalid_input(format!(
+                "unknown precision `{other}` (expected f32 or f16)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Sentence-embedding pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -96,12 +140,14 @@ pub struct LoadOptions {
     /// The host's GPU (for [`Device::Gpu`] and [`Device::Auto`]): `amphi_gpu::WgpuHost`
     /// natively; inside `amphi.wasm`, the host's `amphi_gpu` imports.
     pub gpu: Option<Arc<dyn amphi_gpu::GpuHost>>,
+    /// The weights' precision on the GPU (ignored on the CPU).
+    pub precision: Precision,
 }
 
 /// The model is generic over the backend internally; users only see [`Device`].
 enum Engine {
-    Cpu(Bert<Cpu>),
-    Gpu(Bert<Gpu>, Gpu),
+    Cpu(Box<Bert<Cpu>>),
+    Gpu(Box<Bert<Gpu>>, Gpu),
 }
 
 /// Defaults declared by a sentence-transformers model folder (`modules.json`).
@@ -248,20 +294,23 @@ impl TextModel {
         })?;
         let weights = Weights::parse(&weights_bytes)?;
         let gpu = |host: &Arc<dyn amphi_gpu::GpuHost>| -> Result<Engine> {
-            let be = Gpu::new(host.clone())?;
-            Ok(Engine::Gpu(Bert::load(&be, &weights, &config)?, be))
+            let be = Gpu::new(host.clone(), options.precision)?;
+            Ok(Engine::Gpu(
+                Box::new(Bert::load(&be, &weights, &config)?),
+                be,
+            ))
         };
         let engine = match (options.device, &options.gpu) {
             (Device::Cpu, _) | (Device::Auto, None) => {
-                Engine::Cpu(Bert::load(&Cpu, &weights, &config)?)
+                Engine::Cpu(Box::new(Bert::load(&Cpu, &weights, &config)?))
             }
             // A software adapter (lavapipe, SwiftShader) is slower than the CPU kernels: `auto`
             // uses it only when asked for the GPU explicitly. A GPU that fails falls back too.
             (Device::Auto, Some(host)) => match host.info().software {
-                false => {
-                    gpu(host).or_else(|_| Bert::load(&Cpu, &weights, &config).map(Engine::Cpu))?
-                }
-                true => Engine::Cpu(Bert::load(&Cpu, &weights, &config)?),
+                false => gpu(host).or_else(|_| {
+                    Bert::load(&Cpu, &weights, &config).map(|m| Engine::Cpu(Box::new(m)))
+                })?,
+                true => Engine::Cpu(Box::new(Bert::load(&Cpu, &weights, &config)?)),
             },
             (Device::Gpu, Some(host)) => gpu(host)?,
             (Device::Gpu, None) => {
@@ -288,6 +337,15 @@ impl TextModel {
         match self.engine {
             Engine::Cpu(_) => Device::Cpu,
             Engine::Gpu(..) => Device::Gpu,
+        }
+    }
+
+    /// The precision the weights are stored in: [`Precision::F16`] only on a GPU with
+    /// `shader-f16` when it was asked for.
+    pub fn precision(&self) -> Precision {
+        match &self.engine {
+            Engine::Cpu(_) => Precision::F32,
+            Engine::Gpu(_, be) => be.precision(),
         }
     }
 

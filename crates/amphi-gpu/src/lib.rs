@@ -61,6 +61,9 @@ pub struct AdapterInfo {
     pub max_workgroup_invocations: u32,
 }
 
+/// The largest kernel parameter block [`GpuHost::dispatch`] takes.
+pub const MAX_PARAMS_BYTES: usize = 256;
+
 /// Errors of the GPU interface.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
@@ -126,8 +129,9 @@ pub trait GpuHost: Send + Sync + std::fmt::Debug {
     /// Compiles a WGSL compute kernel; the same source and entry point give the same pipeline.
     fn create_pipeline(&self, wgsl: &str, entry_point: &str) -> Result<PipelineId, GpuError>;
 
-    /// Records one dispatch: `params` is the uniform at binding 0 (padded to 16 bytes by the
-    /// host), `buffers` the storage buffers at bindings 1, 2, ….
+    /// Records one dispatch: `params` is the uniform at binding 0 (at most
+    /// [`MAX_PARAMS_BYTES`], padded to 16 bytes by the host), `buffers` the storage buffers at
+    /// bindings 1, 2, ….
     fn dispatch(
         &self,
         pipeline: PipelineId,

@@ -1,11 +1,10 @@
 //! [`GpuHost`] on `wgpu`: one device and queue, handles mapped to wgpu objects, dispatches
 //! recorded into one command encoder until a readback (or a write that must not overtake them)
-//! submits it.
+//! submits it. Kernel parameters of the recorded dispatches go into one uniform ring buffer,
+//! written once per submit: a dispatch creates no buffer of its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use wgpu::util::DeviceExt as _;
 
 use crate::{AdapterInfo, BufferId, GpuError, GpuHost, PipelineId, Readback};
 
@@ -26,7 +25,12 @@ struct State {
     next_id: u32,
     /// Dispatches recorded since the last submit.
     encoder: Option<wgpu::CommandEncoder>,
+    /// Their parameters, at the offsets their bind groups name in [`WgpuHost::params`].
+    params: Vec<u8>,
 }
+
+/// Size of the parameter ring: room for 1,024 dispatches between submits at 256-byte alignment.
+const PARAMS_RING: u64 = 256 * 1024;
 
 /// The wgpu implementation of the GPU interface.
 pub struct WgpuHost {
@@ -34,6 +38,10 @@ pub struct WgpuHost {
     queue: wgpu::Queue,
     info: AdapterInfo,
     state: Mutex<State>,
+    /// The uniform ring holding the parameters of recorded dispatches.
+    params: wgpu::Buffer,
+    /// Alignment of uniform-binding offsets in [`WgpuHost::params`].
+    params_align: u64,
     /// Errors wgpu reports outside an error scope (e.g. a lost device).
     uncaptured: Arc<Mutex<Option<String>>>,
 }
@@ -120,11 +128,19 @@ impl WgpuHost {
             max_storage_binding: limits.max_storage_buffer_binding_size,
             max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,
         };
+        let params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kernel parameters"),
+            size: PARAMS_RING,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         Ok(Self {
             device,
             queue,
             info,
             state: Mutex::default(),
+            params,
+            params_align: u64::from(limits.min_uniform_buffer_offset_alignment.max(16)),
             uncaptured,
         })
     }
@@ -165,8 +181,15 @@ impl WgpuHost {
         }
     }
 
+    /// Submits what is recorded, after writing the parameters its dispatches read. (Queue
+    /// writes land before the next submission and after the earlier ones, so reusing the ring
+    /// cannot change what submitted work reads.)
     fn submit(&self, state: &mut State) {
         if let Some(encoder) = state.encoder.take() {
+            if !state.params.is_empty() {
+                self.queue.write_buffer(&self.params, 0, &state.params);
+                state.params.clear();
+            }
             self.queue.submit([encoder.finish()]);
         }
     }
@@ -364,19 +387,27 @@ impl GpuHost for WgpuHost {
                 id: pipeline.0,
             })?
             .clone();
-        let mut uniform = params.to_vec();
-        uniform.resize(params.len().max(16).next_multiple_of(16), 0);
+        if params.len() > crate::MAX_PARAMS_BYTES {
+            return Err(device_err(format!(
+                "{} bytes of kernel parameters (at most {})",
+                params.len(),
+                crate::MAX_PARAMS_BYTES
+            )));
+        }
+        let size = (params.len() as u64).max(16).next_multiple_of(16);
+        let slot = size.next_multiple_of(self.params_align);
+        if state.params.len() as u64 + slot > PARAMS_RING {
+            self.submit(&mut state);
+        }
+        let offset = state.params.len() as u64;
         let bind_group = self.scoped(|| -> Result<wgpu::BindGroup, GpuError> {
-            let params = self
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: None,
-                    contents: &uniform,
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
-                resource: params.as_entire_binding(),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &self.params,
+                    offset,
+                    size: std::num::NonZeroU64::new(size),
+                }),
             }];
             for (i, &id) in buffers.iter().enumerate() {
                 entries.push(wgpu::BindGroupEntry {
@@ -390,6 +421,8 @@ impl GpuHost for WgpuHost {
                 entries: &entries,
             }))
         })??;
+        state.params.extend_from_slice(params);
+        state.params.resize((offset + slot) as usize, 0);
         let device = &self.device;
         let encoder = state.encoder.get_or_insert_with(|| {
             device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })

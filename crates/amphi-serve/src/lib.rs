@@ -85,6 +85,8 @@ pub struct ServeConfig {
     pub models: Vec<(String, PathBuf)>,
     /// `auto`, `cpu` or `gpu`.
     pub device: String,
+    /// Weights on a GPU: `f32` or `f16` (where the adapter has `shader-f16`).
+    pub precision: String,
     /// Truncate inputs to at most this many tokens.
     pub max_tokens: Option<usize>,
     /// Warm instances (concurrent requests).
@@ -141,7 +143,8 @@ impl Server {
             ms = timing.elapsed.as_secs_f64() * 1e3,
             "artifact ready"
         );
-        let mut options = serde_json::json!({"device": config.device});
+        let mut options =
+            serde_json::json!({"device": config.device, "precision": config.precision});
         if let Some(m) = config.max_tokens {
             options["max_length"] = m.into();
         }

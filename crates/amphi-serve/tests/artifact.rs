@@ -27,12 +27,13 @@ fn runtime(limits: GuestLimits) -> Result<Runtime> {
 struct Wasm {
     runtime: Runtime,
     device: &'static str,
+    precision: &'static str,
     guests: Mutex<HashMap<PathBuf, (Guest, i32)>>,
 }
 
 impl Host for Wasm {
     fn name(&self) -> String {
-        format!("wasm/{}", self.device)
+        format!("wasm/{}/{}", self.device, self.precision)
     }
 
     fn run(
@@ -44,13 +45,15 @@ impl Host for Wasm {
         let mut guests = self.guests.lock().expect("lock");
         if !guests.contains_key(model) {
             let mut guest = self.runtime.instantiate()?;
-            let spec = load_model_dir("m", model, serde_json::json!({"device": self.device}))?;
+            let options = serde_json::json!({"device": self.device, "precision": self.precision});
+            let spec = load_model_dir("m", model, options)?;
             let handle = guest.load_model(&spec.files, &spec.options)?;
-            let ran_on = guest.model_info(handle)?["device"].clone();
+            let info = guest.model_info(handle)?;
             ensure!(
-                ran_on == self.device,
-                "asked for {}, got {ran_on}",
-                self.device
+                info["device"] == self.device && info["precision"] == self.precision,
+                "asked for {}/{}, got {info}",
+                self.device,
+                self.precision
             );
             guests.insert(model.to_path_buf(), (guest, handle));
         }
@@ -64,15 +67,21 @@ fn wasm() -> Result<Wasm> {
     Ok(Wasm {
         runtime: runtime(GuestLimits::default())?,
         device: "cpu",
+        precision: "f32",
         guests: Mutex::new(HashMap::new()),
     })
 }
 
 /// The artifact's `amphi_gpu` imports served with the machine's GPU (lavapipe in CI).
 fn wasm_gpu() -> Result<Wasm> {
+    wasm_gpu_with("f32")
+}
+
+fn wasm_gpu_with(precision: &'static str) -> Result<Wasm> {
     Ok(Wasm {
         runtime: runtime(GuestLimits::default())?.with_gpu(Some(amphi_tests::gpu()?)),
         device: "gpu",
+        precision,
         guests: Mutex::new(HashMap::new()),
     })
 }
@@ -135,6 +144,17 @@ fn goldens_through_the_artifact_on_the_gpu() -> Result<()> {
     checks::tiny_tokcls(&host)?;
     checks::minilm(&host, &minilm_dir())?;
     Ok(())
+}
+
+/// MiniLM with f16 weights through the artifact: the f16 kernels through the same imports
+/// (lavapipe has `shader-f16`; the host fails the check if the model loads in f32).
+#[test]
+fn minilm_f16_through_the_artifact_on_the_gpu() -> Result<()> {
+    checks::minilm_within(
+        &wasm_gpu_with("f16")?,
+        &minilm_dir(),
+        checks::TOL_MINILM_F16,
+    )
 }
 
 #[test]

@@ -25,8 +25,8 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use amphi_core::{
-    Device, Error, LoadOptions, ModelFiles, Pending, Pipeline, Request, Response, Started, Task,
-    TextModel,
+    Device, Error, LoadOptions, ModelFiles, Pending, Pipeline, Precision, Request, Response,
+    Started, Task, TextModel,
 };
 use serde::Deserialize;
 
@@ -187,10 +187,11 @@ pub unsafe extern "C" fn amphi_files_add(
 struct LoadJson {
     device: Option<Device>,
     max_length: Option<usize>,
+    precision: Option<Precision>,
 }
 
 /// Loads a model from a set of files (consumed, even on failure) with options JSON
-/// (`{"device": "auto"|"cpu"|"gpu", "max_length": n}`, may be empty). Returns the model handle
+/// (`{"device": "auto"|"cpu"|"gpu", "max_length": n, "precision": "f32"|"f16"}`, may be empty). Returns the model handle
 /// (≥ 1) or [`STATUS_ERROR`].
 ///
 /// # Safety
@@ -224,6 +225,7 @@ pub unsafe extern "C" fn amphi_model_load(
     let options = LoadOptions {
         device,
         max_length: options.max_length,
+        precision: options.precision.unwrap_or_default(),
         gpu: (device != Device::Cpu)
             .then(gpu::ImportedGpu::detect)
             .flatten(),
@@ -240,12 +242,14 @@ fn with_model<R>(model: i32, f: impl FnOnce(&Arc<TextModel>) -> R) -> Option<R> 
 }
 
 /// Writes a description of a loaded model to the result buffer:
-/// `{"device", "tasks", "architectures", "hidden_size", "max_length", "labels"}`.
+/// `{"device", "precision", "tasks", "architectures", "hidden_size", "max_length", "labels",
+/// "embedding_defaults"}`.
 #[unsafe(no_mangle)]
 pub extern "C" fn amphi_model_info(model: i32) -> i32 {
     let info = with_model(model, |m| {
         serde_json::json!({
             "device": m.device(),
+            "precision": m.precision(),
             "tasks": m.tasks(),
             "architectures": m.config().architectures,
             "hidden_size": m.config().hidden_size,

@@ -9,11 +9,16 @@ use std::sync::{Arc, Mutex};
 use amphi_gpu::{BufferId, GpuError, GpuHost, PipelineId, Readback};
 
 use super::{Activation, Backend, BatchShape, Fetched, Reduce, f32s};
+use crate::Precision;
 use crate::error::{Error, Result};
 
+/// A kernel's source: a precision prelude (`f32.wgsl` or `f16.wgsl`: the `WElem` and `Mul`
+/// aliases, and `enable f16;`, which must come first), `common.wgsl`, then the kernel's file.
 macro_rules! kernel {
-    ($file:literal) => {
+    ($precision:literal, $file:literal) => {
         concat!(
+            include_str!(concat!("kernels/", $precision, ".wgsl")),
+            "\n",
             include_str!("kernels/common.wgsl"),
             "\n",
             include_str!(concat!("kernels/", $file, ".wgsl"))
@@ -21,14 +26,24 @@ macro_rules! kernel {
     };
 }
 
-/// The kernels, by entry point (each file's entry point is named like the file).
-const KERNELS: [(&str, &str); 6] = [
-    ("matmul", kernel!("matmul")),
-    ("attention", kernel!("attention")),
-    ("layer_norm", kernel!("layer_norm")),
-    ("embed", kernel!("embed")),
-    ("pool", kernel!("pool")),
-    ("l2_normalize", kernel!("l2_normalize")),
+/// The f32 kernels: (name, entry point, source). Each file's entry point is named like it.
+const KERNELS: [(&str, &str, &str); 6] = [
+    ("matmul", "matmul", kernel!("f32", "matmul")),
+    ("attention", "attention", kernel!("f32", "attention")),
+    ("layer_norm", "layer_norm", kernel!("f32", "layer_norm")),
+    ("embed", "embed", kernel!("f32", "embed")),
+    ("pool", "pool", kernel!("f32", "pool")),
+    (
+        "l2_normalize",
+        "l2_normalize",
+        kernel!("f32", "l2_normalize"),
+    ),
+];
+
+/// The kernels that read f16 weights, compiled only on adapters with `shader-f16`.
+const F16_KERNELS: [(&str, &str, &str); 2] = [
+    ("matmul_f16", "matmul", kernel!("f16", "matmul")),
+    ("embed_f16", "embed", kernel!("f16", "embed")),
 ];
 
 /// Longest sequence the attention kernel holds in workgroup memory.
@@ -80,12 +95,14 @@ impl Drop for Buffer {
     }
 }
 
-/// A row-major `[rows, cols]` f32 tensor in a GPU buffer.
+/// A row-major `[rows, cols]` tensor in a GPU buffer: f32, or f16 for weight matrices of an
+/// f16 model.
 #[derive(Clone)]
 pub(crate) struct GpuTensor {
     buffer: Arc<Buffer>,
     rows: usize,
     cols: usize,
+    f16: bool,
 }
 
 impl GpuTensor {
@@ -99,6 +116,8 @@ impl GpuTensor {
 pub(crate) struct Gpu {
     pool: Arc<Pool>,
     pipelines: HashMap<&'static str, PipelineId>,
+    /// Weight matrices are stored as f16.
+    f16: bool,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -125,11 +144,14 @@ fn groups(n: usize, size: usize) -> Result<u32> {
 }
 
 impl Gpu {
-    /// Compiles the kernels on `host`.
-    pub(crate) fn new(host: Arc<dyn GpuHost>) -> Result<Self> {
+    /// Compiles the kernels on `host`; f16 weights when asked for and the adapter has
+    /// `shader-f16`.
+    pub(crate) fn new(host: Arc<dyn GpuHost>, precision: Precision) -> Result<Self> {
+        let f16 = precision == Precision::F16 && host.info().shader_f16;
         let mut pipelines = HashMap::new();
-        for (entry, source) in KERNELS {
-            pipelines.insert(entry, host.create_pipeline(source, entry)?);
+        let f16_kernels = if f16 { &F16_KERNELS[..] } else { &[] };
+        for &(name, entry, source) in KERNELS.iter().chain(f16_kernels) {
+            pipelines.insert(name, host.create_pipeline(source, entry)?);
         }
         Ok(Self {
             pool: Arc::new(Pool {
@@ -137,7 +159,17 @@ impl Gpu {
                 free: Mutex::default(),
             }),
             pipelines,
+            f16,
         })
+    }
+
+    /// The precision weight matrices are stored in.
+    pub(crate) fn precision(&self) -> Precision {
+        if self.f16 {
+            Precision::F16
+        } else {
+            Precision::F32
+        }
     }
 
     /// The adapter's name.
@@ -150,7 +182,12 @@ impl Gpu {
     }
 
     fn alloc(&self, rows: usize, cols: usize) -> Result<GpuTensor> {
-        let bytes = (rows * cols * 4).max(4) as u64;
+        self.alloc_typed(rows, cols, false)
+    }
+
+    fn alloc_typed(&self, rows: usize, cols: usize, f16: bool) -> Result<GpuTensor> {
+        let size = if f16 { 2 } else { 4 };
+        let bytes = (rows * cols * size).next_multiple_of(4).max(4) as u64;
         let reused = self
             .pool
             .free
@@ -169,12 +206,25 @@ impl Gpu {
             }),
             rows,
             cols,
+            f16,
         })
     }
 
     fn upload_bytes(&self, bytes: &[u8], rows: usize, cols: usize) -> Result<GpuTensor> {
         let t = self.alloc(rows, cols)?;
         self.host().write_buffer(t.id(), 0, bytes)?;
+        Ok(t)
+    }
+
+    /// Uploads a weight matrix as f16 (padded with a zero to whole 4-byte words).
+    fn upload_f16(&self, data: &[f32], rows: usize, cols: usize) -> Result<GpuTensor> {
+        let mut bytes: Vec<u8> = data
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
+        let t = self.alloc_typed(rows, cols, true)?;
+        self.host().write_buffer(t.id(), 0, &bytes)?;
         Ok(t)
     }
 
@@ -206,9 +256,12 @@ fn check_cols(what: &str, t: &GpuTensor, cols: usize) -> Result<()> {
 impl Backend for Gpu {
     type Tensor = GpuTensor;
 
+    /// Weight matrices (2-D: linear weights and embedding tables) of an f16 model are stored
+    /// as f16; vectors (biases, norms) stay f32.
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<GpuTensor> {
         let (rows, cols) = match *shape {
             [n] => (1, n),
+            [r, c] if self.f16 => return self.upload_f16(&data, r, c),
             [r, c] => (r, c),
             _ => {
                 return Err(Error::Backend {
@@ -241,11 +294,20 @@ impl Backend for Gpu {
             ));
         }
         let hidden = word.cols;
+        let kernel = match (word.f16, position.f16, token_type.f16) {
+            (false, false, false) => "embed",
+            (true, true, true) => "embed_f16",
+            _ => {
+                return Err(Error::Backend {
+                    message: "embed: tables of different precisions".to_owned(),
+                });
+            }
+        };
         let ids = self.upload_bytes(bytemuck::cast_slice(ids), 1, n)?;
         let type_ids = self.upload_bytes(bytemuck::cast_slice(type_ids), 1, n)?;
         let out = self.alloc(n, hidden)?;
         self.run(
-            "embed",
+            kernel,
             &[dim(n)?, dim(shape.seq)?, dim(hidden)?],
             &[
                 ids.id(),
@@ -268,6 +330,11 @@ impl Backend for Gpu {
         act: Activation,
     ) -> Result<GpuTensor> {
         check_cols("linear", x, w.cols)?;
+        if x.f16 || b.is_some_and(|b| b.f16) {
+            return Err(Error::Backend {
+                message: "linear: f16 activations or bias".to_owned(),
+            });
+        }
         let (m, n, k) = (x.rows, w.rows, x.cols);
         let out = self.alloc(m, n)?;
         let act = match act {
@@ -280,7 +347,7 @@ impl Backend for Gpu {
         // Without a bias, the weights stand in for the unused binding.
         let bias = b.unwrap_or(w);
         self.run(
-            "matmul",
+            if w.f16 { "matmul_f16" } else { "matmul" },
             &[dim(m)?, dim(n)?, dim(k)?, act, u32::from(b.is_some())],
             &[x.id(), w.id(), bias.id(), out.id()],
             [groups(n, 64)?, groups(m, 64)?, 1],
@@ -426,10 +493,14 @@ mod tests {
     use crate::backend::cpu::Cpu;
 
     fn gpu() -> Gpu {
+        gpu_with(Precision::F32)
+    }
+
+    fn gpu_with(precision: Precision) -> Gpu {
         let host = amphi_gpu::WgpuHost::new().unwrap_or_else(|e| {
             panic!("GPU kernel tests need a GPU adapter (in CI: Mesa lavapipe, apt-get install mesa-vulkan-drivers): {e}")
         });
-        Gpu::new(Arc::new(host)).expect("kernels compile")
+        Gpu::new(Arc::new(host), precision).expect("kernels compile")
     }
 
     /// Deterministic values in [-1, 1).
@@ -614,6 +685,94 @@ mod tests {
                 .is_err(),
             "an id outside the table is refused"
         );
+    }
+
+    /// The f16 kernels against the f32 CPU backend. Inputs are in [-1, 1); weights and
+    /// activations are rounded to f16 (relative error 2⁻¹¹) and products are summed in f16
+    /// over slices of 16 before an f32 sum, so the error grows like √k:
+    /// |gpu − cpu| ≤ 2e-3 · √k · max(1, |cpu|/√k) for the linear layer (about twice the largest
+    /// error seen on lavapipe: 1.2e-3 · √k), 1e-3 · max(1, |cpu|) for the embedding sum of three
+    /// f16 values. Adapters without `shader-f16` fall back to f32 weights, and fail this test.
+    #[test]
+    fn f16_weights_where_the_adapter_has_shader_f16() {
+        let gpu = gpu_with(Precision::F16);
+        if !gpu.pool.host.info().shader_f16 {
+            assert_eq!(
+                gpu.precision(),
+                Precision::F32,
+                "no shader-f16: f32 weights"
+            );
+            panic!(
+                "{} has no shader-f16: the f16 kernels cannot be tested here (lavapipe has it)",
+                gpu.adapter()
+            );
+        }
+        assert_eq!(gpu.precision(), Precision::F16);
+        let be = Both { gpu };
+        for (i, &(m, n, k)) in [
+            (1, 1, 1),
+            (5, 7, 3),
+            (65, 130, 33),
+            (128, 384, 384),
+            (3, 1536, 1536),
+        ]
+        .iter()
+        .enumerate()
+        {
+            // Activations are computed on the GPU in f32; upload them as such.
+            let xs = random(m * k, i as u64);
+            let x = be
+                .gpu
+                .upload_bytes(bytemuck::cast_slice(&xs), m, k)
+                .expect("x");
+            let xc = Cpu.upload(xs, &[m, k]).expect("x");
+            let (w, wc) = be.up(&random(n * k, 100 + i as u64), &[n, k]);
+            assert!(w.f16, "weight matrices are f16");
+            let (b, bc) = be.up(&random(n, 200 + i as u64), &[n]);
+            assert!(!b.f16, "vectors stay f32");
+            for act in [Activation::None, Activation::GeluErf] {
+                let g = be.gpu.linear(&x, &w, Some(&b), act).expect("gpu linear");
+                let g = be.gpu.read(&g).expect("read");
+                let c = Cpu
+                    .read(&Cpu.linear(&xc, &wc, Some(&bc), act).expect("cpu"))
+                    .expect("read");
+                let root = (k as f32).sqrt();
+                let worst: f32 = g
+                    .iter()
+                    .zip(&c)
+                    .map(|(g, c)| (g - c).abs() / (c.abs() / root).max(1.0))
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    worst <= 2e-3 * root,
+                    "f16 linear {m}x{k}·{n}x{k}ᵀ {act:?}: scaled error {worst} > {}",
+                    2e-3 * root
+                );
+            }
+        }
+        let (vocab, positions, hidden) = (50, 20, 70);
+        let (word, wordc) = be.up(&random(vocab * hidden, 1), &[vocab, hidden]);
+        let (pos, posc) = be.up(&random(positions * hidden, 2), &[positions, hidden]);
+        let (tt, ttc) = be.up(&random(2 * hidden, 3), &[2, hidden]);
+        let shape = BatchShape { batch: 2, seq: 9 };
+        let ids: Vec<u32> = (0..18).map(|i| (i * 7) % vocab as u32).collect();
+        let type_ids: Vec<u32> = (0..18).map(|i| i % 2).collect();
+        let g = be
+            .gpu
+            .embed([&word, &pos, &tt], &ids, &type_ids, shape)
+            .expect("embed");
+        let g = be.gpu.read(&g).expect("read");
+        let c = Cpu
+            .read(
+                &Cpu.embed([&wordc, &posc, &ttc], &ids, &type_ids, shape)
+                    .expect("embed"),
+            )
+            .expect("read");
+        for (i, (g, c)) in g.iter().zip(&c).enumerate() {
+            assert!(
+                (g - c).abs() <= 1e-3 * c.abs().max(1.0),
+                "f16 embed[{i}]: {g} vs {c}"
+            );
+        }
     }
 
     #[test]
