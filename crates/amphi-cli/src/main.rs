@@ -17,6 +17,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod bench;
+
 use amphi_core::{
     Aggregation, ClassifierFunction, Device, Inputs, LoadOptions, ModelFiles, Pipeline, Pooling,
     Precision, Request, RunOptions, Task, TextInput, TopK,
@@ -37,6 +39,8 @@ enum Command {
     Run(RunArgs),
     /// Serve the HTTP API from amphi.wasm.
     Serve(ServeArgs),
+    /// Time sentence embeddings on fixed shapes (natively or in amphi.wasm), as JSON.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -608,6 +612,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

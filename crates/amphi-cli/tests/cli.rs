@@ -304,3 +304,110 @@ fn models_by_hub_id_are_downloaded_into_the_cache() -> Result<()> {
     let _ = std::fs::remove_dir_all(&cache);
     Ok(())
 }
+
+/// `amphi bench`: the inputs are exactly `seq` tokens, and the embeddings it times agree between
+/// the native engine and amphi.wasm (cosine ≥ 0.9999, the harness's own check) and with a plain
+/// `amphi run` of the same texts (abs 1e-5).
+#[test]
+fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("amphi-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let model = minilm_dir();
+    let model = model.to_string_lossy();
+    let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let shapes = ["--shapes", "1x8,2x16"];
+    let quick = ["--warmup", "1", "--min-runs", "1", "--max-runs", "1"];
+    let wrote = amphi(
+        &[
+            &[
+                "bench",
+                "--model",
+                &model,
+                "--write-inputs",
+                &path("inputs.json"),
+            ],
+            &shapes[..],
+        ]
+        .concat(),
+        None,
+    )?;
+    ensure!(
+        wrote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&wrote.stderr)
+    );
+    let inputs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("inputs.json"))?)?;
+    let mut results = Vec::new();
+    for runtime in ["native", "wasm"] {
+        let out = path(&format!("{runtime}.json"));
+        let status = amphi(
+            &[
+                &[
+                    "bench",
+                    "--model",
+                    &model,
+                    "--runtime",
+                    runtime,
+                    "--out",
+                    &out,
+                ],
+                &shapes[..],
+                &quick[..],
+            ]
+            .concat(),
+            None,
+        )?;
+        ensure!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        results.push(serde_json::from_slice::<serde_json::Value>(
+            &std::fs::read(&out)?,
+        )?);
+    }
+    for (s, shape) in inputs["shapes"]
+        .as_array()
+        .context("shapes")?
+        .iter()
+        .enumerate()
+    {
+        let seq = shape["seq"].as_u64().context("seq")? as usize;
+        for ids in shape["ids"].as_array().context("ids")? {
+            ensure!(
+                ids.as_array().map(Vec::len) == Some(seq),
+                "{ids} is not {seq} tokens"
+            );
+        }
+        let texts: Vec<String> = serde_json::from_value(shape["texts"].clone())?;
+        let run = json(&amphi(
+            &[
+                "run",
+                "feature-extraction",
+                "--model",
+                &model,
+                "--device",
+                "cpu",
+            ],
+            Some(&serde_json::to_string(&texts)?),
+        )?)?;
+        let floats = |v: &serde_json::Value| -> Result<Vec<Vec<f32>>> {
+            Ok(serde_json::from_value(v.clone())?)
+        };
+        let (native, wasm) = (
+            floats(&results[0]["results"][s]["embeddings"])?,
+            floats(&results[1]["results"][s]["embeddings"])?,
+        );
+        for (i, (a, b)) in native.iter().zip(&wasm).enumerate() {
+            let cos: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            ensure!(
+                cos >= 0.9999,
+                "shape {s} text {i}: native vs wasm cosine {cos}"
+            );
+            assert_close(&format!("shape {s} text {i}"), a, &floats(&run)?[i], 1e-5)?;
+        }
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -418,8 +418,10 @@ impl TextModel {
             Some(m) => m,
             None => self.max_length,
         };
-        self.tokenizer
-            .encode_batch(inputs, max_length, max_input_bytes)
+        crate::profile::timed("tokenize", || {
+            self.tokenizer
+                .encode_batch(inputs, max_length, max_input_bytes)
+        })
     }
 
     /// The model's raw outputs for a padded batch, like a Hugging Face model's forward: the

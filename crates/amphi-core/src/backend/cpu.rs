@@ -5,6 +5,7 @@ use candle_core::{D, DType, Device, Tensor};
 
 use super::{Activation, Backend, BatchShape, Reduce};
 use crate::error::{Error, Result};
+use crate::profile::timed;
 
 /// The CPU backend. Stateless: tensors carry their own storage.
 #[derive(Debug, Default, Clone, Copy)]
@@ -40,16 +41,18 @@ impl Backend for Cpu {
         let ids = Tensor::from_slice(ids, n, &Device::Cpu)?;
         let type_ids = Tensor::from_slice(type_ids, n, &Device::Cpu)?;
         let hidden = word.dim(1)?;
-        let positions = position
-            .narrow(0, 0, shape.seq)?
-            .unsqueeze(0)?
-            .broadcast_as((shape.batch, shape.seq, hidden))?
-            .reshape((n, hidden))?;
-        let x = word
-            .index_select(&ids, 0)?
-            .add(&token_type.index_select(&type_ids, 0)?)?
-            .add(&positions)?;
-        Ok(x)
+        timed("embed", || -> Result<Tensor> {
+            let positions = position
+                .narrow(0, 0, shape.seq)?
+                .unsqueeze(0)?
+                .broadcast_as((shape.batch, shape.seq, hidden))?
+                .reshape((n, hidden))?;
+            let x = word
+                .index_select(&ids, 0)?
+                .add(&token_type.index_select(&type_ids, 0)?)?
+                .add(&positions)?;
+            Ok(x)
+        })
     }
 
     fn linear(
@@ -59,17 +62,17 @@ impl Backend for Cpu {
         b: Option<&Tensor>,
         act: Activation,
     ) -> Result<Tensor> {
-        let mut y = x.matmul(&w.t()?)?;
+        let mut y = timed("matmul", || x.matmul(&w.t()?))?;
         if let Some(b) = b {
-            y = y.broadcast_add(b)?;
+            y = timed("bias", || y.broadcast_add(b))?;
         }
-        let y = match act {
-            Activation::None => y,
-            Activation::GeluErf => y.gelu_erf()?,
-            Activation::GeluTanh => y.gelu()?,
-            Activation::Relu => y.relu()?,
-            Activation::Tanh => y.tanh()?,
-        };
+        let y = timed("activation", || match act {
+            Activation::None => Ok(y),
+            Activation::GeluErf => y.gelu_erf(),
+            Activation::GeluTanh => y.gelu(),
+            Activation::Relu => y.relu(),
+            Activation::Tanh => y.tanh(),
+        })?;
         Ok(y)
     }
 
@@ -81,18 +84,20 @@ impl Backend for Cpu {
         beta: &Tensor,
         eps: f64,
     ) -> Result<Tensor> {
-        let x = match residual {
-            Some(r) => x.add(r)?,
-            None => x.clone(),
-        };
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let inv_std = var.affine(1.0, eps)?.sqrt()?.recip()?;
-        Ok(centered
-            .broadcast_mul(&inv_std)?
-            .broadcast_mul(gamma)?
-            .broadcast_add(beta)?)
+        timed("layer_norm", || -> Result<Tensor> {
+            let x = match residual {
+                Some(r) => x.add(r)?,
+                None => x.clone(),
+            };
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+            let inv_std = var.affine(1.0, eps)?.sqrt()?.recip()?;
+            Ok(centered
+                .broadcast_mul(&inv_std)?
+                .broadcast_mul(gamma)?
+                .broadcast_add(beta)?)
+        })
     }
 
     fn key_mask(&self, mask: &[u32], shape: BatchShape) -> Result<Tensor> {
@@ -114,33 +119,35 @@ impl Backend for Cpu {
         shape: BatchShape,
         heads: usize,
     ) -> Result<Tensor> {
-        let BatchShape { batch, seq } = shape;
-        let hidden = qkv.dim(1)? / 3;
-        let head_dim = hidden / heads;
-        // [b, s, 3, heads, d] -> three [b, heads, s, d]
-        let qkv = qkv.reshape((batch, seq, 3, heads, head_dim))?;
-        let part = |i: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(2, i, 1)?
-                .squeeze(2)?
+        timed("attention", || -> Result<Tensor> {
+            let BatchShape { batch, seq } = shape;
+            let hidden = qkv.dim(1)? / 3;
+            let head_dim = hidden / heads;
+            // [b, s, 3, heads, d] -> three [b, heads, s, d]
+            let qkv = qkv.reshape((batch, seq, 3, heads, head_dim))?;
+            let part = |i: usize| -> candle_core::Result<Tensor> {
+                qkv.narrow(2, i, 1)?
+                    .squeeze(2)?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+            let scale = 1.0 / (head_dim as f64).sqrt();
+            // Additive bias: 0 for attended keys, f32::MIN for masked ones (as Hugging Face does).
+            let bias = key_mask
+                .affine(f32::MAX as f64, -(f32::MAX as f64))?
+                .reshape((batch, 1, 1, seq))?;
+            let scores = q
+                .matmul(&k.t()?)?
+                .affine(scale, 0.0)?
+                .broadcast_add(&bias)?;
+            let probs = softmax_last_dim(&scores)?;
+            let out = probs
+                .matmul(&v)?
                 .transpose(1, 2)?
-                .contiguous()
-        };
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let scale = 1.0 / (head_dim as f64).sqrt();
-        // Additive bias: 0 for attended keys, f32::MIN for masked ones (as Hugging Face does).
-        let bias = key_mask
-            .affine(f32::MAX as f64, -(f32::MAX as f64))?
-            .reshape((batch, 1, 1, seq))?;
-        let scores = q
-            .matmul(&k.t()?)?
-            .affine(scale, 0.0)?
-            .broadcast_add(&bias)?;
-        let probs = softmax_last_dim(&scores)?;
-        let out = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((batch * seq, hidden))?;
-        Ok(out)
+                .reshape((batch * seq, hidden))?;
+            Ok(out)
+        })
     }
 
     fn reduce(
@@ -150,18 +157,20 @@ impl Backend for Cpu {
         shape: BatchShape,
         how: Reduce,
     ) -> Result<Tensor> {
-        let hidden = x.dim(1)?;
-        let x = x.reshape((shape.batch, shape.seq, hidden))?;
-        let pooled = match how {
-            Reduce::First => x.narrow(1, 0, 1)?.squeeze(1)?,
-            Reduce::MaskedMean => {
-                let mask = key_mask.unsqueeze(2)?;
-                let sum = x.broadcast_mul(&mask)?.sum(1)?;
-                let count = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
-                sum.broadcast_div(&count)?
-            }
-        };
-        Ok(pooled)
+        timed("pool", || -> Result<Tensor> {
+            let hidden = x.dim(1)?;
+            let x = x.reshape((shape.batch, shape.seq, hidden))?;
+            let pooled = match how {
+                Reduce::First => x.narrow(1, 0, 1)?.squeeze(1)?,
+                Reduce::MaskedMean => {
+                    let mask = key_mask.unsqueeze(2)?;
+                    let sum = x.broadcast_mul(&mask)?.sum(1)?;
+                    let count = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
+                    sum.broadcast_div(&count)?
+                }
+            };
+            Ok(pooled)
+        })
     }
 
     fn l2_normalize(&self, x: &Tensor) -> Result<Tensor> {

@@ -1,0 +1,52 @@
+// The Chromium runners of `cargo xtask bench` (page ?runner=amphi|ort-web|transformers): each
+// times embeddings on the shapes of /inputs.json in this tab's main thread, on the CPU (wasm, one
+// thread), and leaves { runtime, results } (or { error }) in `window.benchResult`.
+import { measure, ortEmbedder } from './timing.mjs';
+
+const runner = new URLSearchParams(location.search).get('runner');
+const log = (line) => { document.getElementById('log').textContent += `${line}\n`; console.log(`${runner} (Chromium): ${line}`); };
+
+async function amphi() {
+  const { pipeline } = await import('amphi');
+  const extractor = await pipeline('feature-extraction', new URL('/models/minilm/', location.href).href, { device: 'cpu' });
+  return ['amphi npm (Chromium)', (shape) => extractor(shape.texts, { pooling: 'mean', normalize: true, max_length: shape.seq })];
+}
+
+async function ortWeb() {
+  const ort = await import('./node_modules/onnxruntime-web/dist/ort.wasm.min.mjs');
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', location.href).href;
+  const model = await (await fetch('/peer-models/minilm-l6-v2-onnx/onnx/model.onnx')).arrayBuffer();
+  return [`onnxruntime-web ${ort.env.versions.web} wasm (Chromium)`, await ortEmbedder(ort, new Uint8Array(model))];
+}
+
+/** Transformers.js end to end: its tokenizer (truncating at the shape's length) and model. */
+async function transformers() {
+  const { env, AutoTokenizer, AutoModel, mean_pooling } = await import('@huggingface/transformers');
+  env.allowRemoteModels = false;
+  env.allowLocalModels = true;
+  env.localModelPath = '/peer-models/';
+  env.useBrowserCache = false;
+  env.backends.onnx.wasm.numThreads = 1;
+  env.backends.onnx.wasm.wasmPaths = new URL('./node_modules/@huggingface/transformers/node_modules/onnxruntime-web/dist/', location.href).href;
+  const id = 'minilm-l6-v2-onnx';
+  const tokenizer = await AutoTokenizer.from_pretrained(id);
+  const model = await AutoModel.from_pretrained(id, { device: 'wasm', dtype: 'fp32' });
+  return ['Transformers.js 4.3.1 wasm (Chromium)', async (shape) => {
+    const inputs = tokenizer(shape.texts, { padding: true, truncation: true, max_length: shape.seq });
+    const { last_hidden_state } = await model(inputs);
+    return mean_pooling(last_hidden_state, inputs.attention_mask).normalize(2, -1).tolist();
+  }];
+}
+
+try {
+  const { shapes } = await (await fetch('/inputs.json')).json();
+  const make = { amphi, 'ort-web': ortWeb, transformers }[runner];
+  if (!make) throw new Error(`unknown runner ${runner}`);
+  const [runtime, embed] = await make();
+  const results = await measure(shapes, embed, undefined, log);
+  window.benchResult = { runtime, results };
+} catch (e) {
+  log(`error: ${e?.stack ?? e}`);
+  window.benchResult = { error: String(e?.stack ?? e) };
+}

@@ -1,0 +1,109 @@
+// Turns the runners' result files of one `cargo xtask bench` run into the Markdown report (also
+// written to OUT_DIR/results.md): times per runtime and shape, amphi's ratio to each peer, the
+// agreement check, the issue's targets, and the extras (memory, start-up, sizes). Exits 1 if any
+// runtime's embeddings disagree with amphi native (cosine < 0.9999): its times would not count.
+// With README.md as a second argument, the report replaces what lies between its
+// `<!-- bench:start -->` and `<!-- bench:end -->` markers (the README's performance section).
+//   node report.mjs OUT_DIR [README.md]
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const [dir, readme] = process.argv.slice(2);
+const FILES = [
+  ['native', 'amphi-native.json'], ['wasm', 'amphi-wasm.json'],
+  ['ort1', 'ort-1.json'], ['ortN', 'ort-all.json'],
+  ['nodeAmphi', 'node-amphi.json'], ['nodeOrt', 'node-ort-web.json'],
+  ['chromeAmphi', 'chromium-amphi.json'], ['chromeOrt', 'chromium-ort-web.json'], ['chromeTjs', 'chromium-transformers.json'],
+];
+const runs = {};
+for (const [key, file] of FILES) {
+  const path = join(dir, file);
+  if (existsSync(path)) runs[key] = JSON.parse(readFileSync(path, 'utf8'));
+}
+const extras = existsSync(join(dir, 'extras.json')) ? JSON.parse(readFileSync(join(dir, 'extras.json'), 'utf8')) : {};
+const shapeKey = (r) => `${r.batch}×${r.seq}`;
+const shapes = runs.native.results.map(shapeKey);
+const row = (run, shape) => run?.results.find((r) => shapeKey(r) === shape);
+const fmt = (x) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+
+// Agreement with amphi native, per runtime: the smallest cosine over every embedding.
+const cosine = (a, b) => a.reduce((s, x, i) => s + x * b[i], 0)
+  / Math.sqrt(a.reduce((s, x) => s + x * x, 0) * b.reduce((s, x) => s + x * x, 0));
+const agreement = {};
+for (const [key, run] of Object.entries(runs)) {
+  let min = 1;
+  for (const shape of shapes) {
+    const mine = row(run, shape);
+    const ref = row(runs.native, shape);
+    if (!mine) continue;
+    mine.embeddings.forEach((e, i) => { min = Math.min(min, cosine(e, ref.embeddings[i])); });
+  }
+  agreement[key] = min;
+}
+
+const out = [];
+const p = (line = '') => out.push(line);
+p(`Machine: ${extras.machine ?? '?'}. Every time is the median (min–max) in ms of one call embedding the whole batch (mean pooling + L2 normalisation), after warm-up, in one run of \`cargo xtask bench\` (${extras.date ?? ''}). Sequence lengths are exact token counts (special tokens included).`);
+p();
+p(`| runtime | ${shapes.join(' | ')} | min cosine to amphi native |`);
+p(`|---|${shapes.map(() => '---|').join('')}---|`);
+for (const [key, run] of Object.entries(runs)) {
+  const cells = shapes.map((s) => { const r = row(run, s); return r ? `${fmt(r.median)} (${fmt(r.min)}–${fmt(r.max)})` : '–'; });
+  p(`| ${run.runtime} | ${cells.join(' | ')} | ${agreement[key].toFixed(6)}${agreement[key] < 0.9999 ? ' ✗' : ''} |`);
+}
+p();
+p('amphi\'s speed relative to each peer in the same run (peer median / amphi median: above 1 means amphi is faster):');
+p();
+p(`| amphi vs peer | ${shapes.join(' | ')} |`);
+p(`|---|${shapes.map(() => '---|').join('')}`);
+const PAIRS = [
+  ['native', 'ort1'], ['native', 'ortN'], ['wasm', 'ort1'],
+  ['nodeAmphi', 'nodeOrt'], ['chromeAmphi', 'chromeOrt'], ['chromeAmphi', 'chromeTjs'],
+];
+const ratio = (a, b, s) => { const x = row(runs[a], s); const y = row(runs[b], s); return x && y ? y.median / x.median : undefined; };
+for (const [a, b] of PAIRS) {
+  if (!runs[a] || !runs[b]) continue;
+  p(`| ${runs[a].runtime} vs ${runs[b].runtime} | ${shapes.map((s) => { const r = ratio(a, b, s); return r === undefined ? '–' : `${r.toFixed(2)}×`; }).join(' | ')} |`);
+}
+p();
+const check = (ok) => (ok === undefined ? '?' : ok ? 'met' : '**not met**');
+const r = (a, b, s) => ratio(a, b, s);
+p('Targets (issue 6, MiniLM fp32, one thread):');
+p();
+p(`- amphi.wasm under the serverless host ≤ 3× native onnxruntime at 1×128: ${fmt(1 / (r('wasm', 'ort1', '1×128') ?? NaN))}× its time — ${check(r('wasm', 'ort1', '1×128') >= 1 / 3)}`);
+for (const [a, b, where] of [['nodeAmphi', 'nodeOrt', 'Node'], ['chromeAmphi', 'chromeOrt', 'Chromium']]) {
+  p(`- amphi in ${where} ≥ 1.5× faster than onnxruntime-web at 1×128: ${r(a, b, '1×128')?.toFixed(2)}× — ${check(r(a, b, '1×128') >= 1.5)}; ≥ 4× at 1×8: ${r(a, b, '1×8')?.toFixed(2)}× — ${check(r(a, b, '1×8') >= 4)}`);
+}
+p(`- amphi native no slower than onnxruntime (1 thread) at every shape: ${shapes.map((s) => `${r('native', 'ort1', s)?.toFixed(2)}×`).join(', ')} — ${check(shapes.every((s) => r('native', 'ort1', s) >= 1))}`);
+p();
+p('Where amphi native\'s time goes (1 thread, share of the timed runs; candle\'s CPU kernels):');
+p();
+p(`| op | ${shapes.join(' | ')} |`);
+p(`|---|${shapes.map(() => '---|').join('')}`);
+const ops = [...new Set(runs.native.results.flatMap((r) => (r.profile ?? []).map((o) => o.op)))];
+for (const op of ops) {
+  p(`| ${op} | ${shapes.map((s) => { const o = row(runs.native, s)?.profile?.find((x) => x.op === op); return o ? `${(100 * o.share).toFixed(1)} %` : '–'; }).join(' | ')} |`);
+}
+p();
+if (extras.serve) {
+  p(`Serverless host (\`amphi serve --instances 1\`, MiniLM, precompiled module cached): first embedding served ${fmt(extras.serve.first_ms)} ms after process start; peak RSS ${(extras.serve.rss_kb / 1024).toFixed(0)} MiB after it.`);
+}
+if (extras.sizes) {
+  const s = extras.sizes;
+  p(`Sizes: amphi.wasm ${(s.amphi / 1e6).toFixed(2)} MB, ${(s.amphi_gz / 1e6).toFixed(2)} MB gzipped; onnxruntime-web's ort-wasm-simd-threaded.wasm ${(s.ort / 1e6).toFixed(2)} MB, ${(s.ort_gz / 1e6).toFixed(2)} MB gzipped (plus the model: 90.9 MB safetensors / 90.4 MB ONNX).`);
+}
+const text = out.join('\n');
+writeFileSync(join(dir, 'results.md'), `${text}\n`);
+if (readme) {
+  const doc = readFileSync(readme, 'utf8');
+  const [start, end] = ['<!-- bench:start -->', '<!-- bench:end -->'];
+  const [i, j] = [doc.indexOf(start), doc.indexOf(end)];
+  if (i < 0 || j < i) throw new Error(`${readme} has no ${start} … ${end} section`);
+  writeFileSync(readme, `${doc.slice(0, i + start.length)}\n${text}\n${doc.slice(j)}`);
+}
+console.log(text);
+const bad = Object.entries(agreement).filter(([, c]) => c < 0.9999);
+if (bad.length) {
+  console.error(`embeddings disagree with amphi native: ${bad.map(([k, c]) => `${runs[k].runtime} ${c}`).join(', ')}`);
+  process.exit(1);
+}

@@ -1,0 +1,254 @@
+//! `amphi bench`: sentence embeddings timed on fixed shapes (batch × tokens), natively or through
+//! amphi.wasm under wasmtime, with the embeddings written out so that a harness can check them
+//! against other runtimes before it compares times (`cargo xtask bench`).
+//!
+//! The inputs are deterministic texts of exactly `seq` tokens; `--write-inputs` also writes
+//! their token ids, so that runtimes without amphi's tokenizer run the same tokens.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use amphi_core::tokenization::Tokenizer;
+use amphi_core::{Device, LoadOptions, ModelFiles, Output, Pipeline, RunOptions, Task, TextInput};
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::{Failure, RuntimeArg, default_artifact, guest_failure, host_failure, model_folder};
+
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// Model folder (or hub id) of a sentence-embedding model.
+    #[arg(long, short)]
+    model: String,
+    /// Which engine runs it.
+    #[arg(long, value_enum, default_value = "native")]
+    runtime: RuntimeArg,
+    /// Shapes to time, as BATCHxTOKENS.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1x8,1x32,1x128,1x256,32x128"
+    )]
+    shapes: Vec<String>,
+    /// Untimed runs before timing each shape.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed runs per shape: at least this many…
+    #[arg(long, default_value_t = 3)]
+    min_runs: usize,
+    /// …and at most this many, stopping once `--budget-ms` is spent.
+    #[arg(long, default_value_t = 15)]
+    max_runs: usize,
+    /// Time budget per shape in milliseconds (after `--min-runs`).
+    #[arg(long, default_value_t = 4000)]
+    budget_ms: u64,
+    /// Write the inputs (texts and token ids per shape) as JSON and exit.
+    #[arg(long)]
+    write_inputs: Option<PathBuf>,
+    /// Write the results (times and embeddings per shape) as JSON here (default: stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Native runtime: also print where the time of each shape's timed runs goes, op by op.
+    #[arg(long)]
+    profile: bool,
+}
+
+/// `n` texts of `seq - 2` words that are each one token of MiniLM's vocabulary, so that every
+/// tokenizer gives exactly `seq` tokens with `[CLS]` and `[SEP]` and none has to truncate (their
+/// truncation rules differ); text `i` differs from text `j`.
+pub(crate) fn texts(n: usize, seq: usize) -> Vec<String> {
+    const WORDS: [&str; 24] = [
+        "the",
+        "model",
+        "runs",
+        "in",
+        "a",
+        "browser",
+        "and",
+        "on",
+        "servers",
+        "with",
+        "one",
+        "river",
+        "sentences",
+        "become",
+        "vectors",
+        "whose",
+        "angle",
+        "similarity",
+        "tells",
+        "meaning",
+        "quickly",
+        "local",
+        "mountain",
+        "light",
+    ];
+    (0..n)
+        .map(|i| {
+            (0..seq - 2)
+                .map(|w| WORDS[(w * 7 + i * 5 + w / 3) % WORDS.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+fn parse_shape(s: &str) -> Result<(usize, usize)> {
+    let (b, n) = s
+        .split_once('x')
+        .with_context(|| format!("shape `{s}`: expected BATCHxTOKENS"))?;
+    let shape = (b.trim().parse()?, n.trim().parse()?);
+    ensure!(shape.0 > 0 && shape.1 > 2, "shape `{s}`: too small");
+    Ok(shape)
+}
+
+/// Median, min and max of `ms`.
+fn stats(ms: &mut [f64]) -> (f64, f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    (ms[ms.len() / 2], ms[0], ms[ms.len() - 1])
+}
+
+/// One way to embed a batch truncated at `seq` tokens.
+type Embed<'a> = Box<dyn FnMut(&[String], usize) -> Result<Vec<Vec<f32>>> + 'a>;
+
+fn native(dir: &str) -> Result<Embed<'static>> {
+    let options = LoadOptions {
+        device: Device::Cpu,
+        ..LoadOptions::default()
+    };
+    let pipeline = Pipeline::load(
+        Task::FeatureExtraction,
+        ModelFiles::from_dir(dir)?,
+        &options,
+    )?;
+    Ok(Box::new(move |texts, seq| {
+        let inputs: Vec<TextInput> = texts.iter().map(|t| TextInput::from(t.as_str())).collect();
+        let options = RunOptions {
+            max_length: Some(seq),
+            ..RunOptions::default()
+        };
+        match pipeline.run(&inputs, &options)? {
+            Output::Pooled(v) => Ok(v),
+            other => bail!("unexpected output {other:?}"),
+        }
+    }))
+}
+
+fn wasm(dir: &str) -> Result<Embed<'static>, Failure> {
+    let artifact = amphi_serve::Artifact::read(&default_artifact()).map_err(host_failure)?;
+    let runtime = amphi_serve::Runtime::new(
+        artifact,
+        Some(&crate::cache_dir().join("wasm")),
+        amphi_serve::GuestLimits::default(),
+    )
+    .map_err(host_failure)?;
+    let spec = amphi_serve::load_model_dir("model", dir.as_ref(), json!({"device": "cpu"}))
+        .map_err(host_failure)?;
+    let mut guest = runtime.instantiate().map_err(host_failure)?;
+    let model = guest
+        .load_model(&spec.files, &spec.options)
+        .map_err(guest_failure)?;
+    Ok(Box::new(move |texts, seq| {
+        let request = json!({"inputs": texts, "parameters": {"max_length": seq}});
+        let (json, _) = guest
+            .run(model, "feature-extraction", &serde_json::to_vec(&request)?)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(serde_json::from_slice(&json)?)
+    }))
+}
+
+pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
+    let dir = model_folder(&args.model)?.to_string_lossy().into_owned();
+    let shapes: Vec<(usize, usize)> = args
+        .shapes
+        .iter()
+        .map(|s| parse_shape(s))
+        .collect::<Result<_>>()?;
+    if let Some(path) = &args.write_inputs {
+        write_inputs(&dir, &shapes, path)?;
+        return Ok(());
+    }
+    let (name, mut embed) = match args.runtime {
+        RuntimeArg::Native => ("amphi native", native(&dir)?),
+        RuntimeArg::Wasm => ("amphi.wasm (wasmtime)", wasm(&dir)?),
+    };
+    let mut rows = Vec::new();
+    for &(batch, seq) in &shapes {
+        let texts = texts(batch, seq);
+        let embeddings = embed(&texts, seq)?;
+        for _ in 1..args.warmup {
+            embed(&texts, seq)?;
+        }
+        let mut ms = Vec::new();
+        if args.profile {
+            amphi_core::profile::start();
+        }
+        let started = Instant::now();
+        while ms.len() < args.min_runs
+            || (ms.len() < args.max_runs
+                && started.elapsed().as_millis() < u128::from(args.budget_ms))
+        {
+            let t = Instant::now();
+            embed(&texts, seq)?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let ops = amphi_core::profile::finish();
+        let total: f64 = ms.iter().sum();
+        let profile: Vec<Value> = ops
+            .iter()
+            .map(|o| json!({"op": o.op, "ms_per_run": o.ms / ms.len() as f64, "share": o.ms / total, "calls_per_run": o.calls as f64 / ms.len() as f64}))
+            .collect();
+        if args.profile {
+            let parts: Vec<String> = ops
+                .iter()
+                .map(|o| format!("{} {:.0}%", o.op, 100.0 * o.ms / total))
+                .collect();
+            eprintln!("{name}: {batch}x{seq}: {}", parts.join(", "));
+        }
+        let (median, min, max) = stats(&mut ms);
+        eprintln!(
+            "{name}: {batch}x{seq}: median {median:.2} ms ({min:.2}–{max:.2}, {} runs)",
+            ms.len()
+        );
+        rows.push(json!({
+            "batch": batch, "seq": seq, "ms": ms,
+            "median": median, "min": min, "max": max,
+            "embeddings": embeddings, "profile": profile,
+        }));
+    }
+    let out = json!({"runtime": name, "results": rows});
+    match &args.out {
+        Some(path) => std::fs::write(path, out.to_string()).context("writing results")?,
+        None => println!("{out}"),
+    }
+    Ok(())
+}
+
+/// Texts and their token ids (truncated at `seq`, special tokens included) per shape.
+fn write_inputs(dir: &str, shapes: &[(usize, usize)], path: &PathBuf) -> Result<()> {
+    let tokenizer = Tokenizer::from_bytes(&std::fs::read(
+        std::path::Path::new(dir).join("tokenizer.json"),
+    )?)?;
+    let shapes: Vec<Value> = shapes
+        .iter()
+        .map(|&(batch, seq)| {
+            let texts = texts(batch, seq);
+            let ids = texts
+                .iter()
+                .map(|t| {
+                    let e = tokenizer.encode(&TextInput::from(t.as_str()), seq)?;
+                    ensure!(
+                        e.ids.len() == seq,
+                        "a text gave {} tokens, not {seq}",
+                        e.ids.len()
+                    );
+                    Ok(e.ids)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(json!({"batch": batch, "seq": seq, "texts": texts, "ids": ids}))
+        })
+        .collect::<Result<_>>()?;
+    std::fs::write(path, json!({"shapes": shapes}).to_string())?;
+    Ok(())
+}

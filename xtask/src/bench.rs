@@ -1,0 +1,237 @@
+//! `cargo xtask bench`: all-MiniLM-L6-v2 embeddings timed in one run on this machine, by amphi
+//! (native, amphi.wasm under wasmtime, the npm package in Node and in headless Chromium) and by
+//! its peers (onnxruntime from PyPI, onnxruntime-web in Node and Chromium, Transformers.js in
+//! Chromium), on the same token ids. The peers are installed here, outside the source tree:
+//! a venv in `target/bench/venv`, an npm folder in `target/bench/npm` (`bench/package.json` and
+//! its lock file). Results: `target/bench/results/results.md` (the runners' JSON beside it),
+//! also written into README.md's performance section.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::{artifact, cargo, fetch_model, npm_package, output, root, run, step};
+
+/// onnxruntime from PyPI (the fp32 export in ../shared/bench was checked with 1.32).
+const ONNXRUNTIME: &str = "onnxruntime==1.32.0";
+const NUMPY: &str = "numpy==2.3.5";
+
+fn bench_dir() -> PathBuf {
+    root().join("target/bench")
+}
+
+/// The venv and the npm folder of the peers, and amphi's packed package installed beside them.
+fn peers(tarball: &Path) -> Result<(PathBuf, PathBuf)> {
+    let dir = bench_dir();
+    let venv = dir.join("venv");
+    let python = venv.join("bin/python");
+    if !python.is_file() {
+        step("peers: a Python venv with onnxruntime (target/bench/venv)");
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        ONNXRUNTIME,
+        NUMPY,
+    ]))?;
+    step("peers: onnxruntime-web, Transformers.js and playwright-core (target/bench/npm)");
+    let npm = dir.join("npm");
+    std::fs::create_dir_all(&npm)?;
+    for entry in std::fs::read_dir(root().join("bench"))? {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::copy(&path, npm.join(path.file_name().context("file name")?))?;
+        }
+    }
+    // Transformers.js depends on onnxruntime-node, whose install script would download
+    // binaries; the benchmark uses the wasm backends only.
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .env("ONNXRUNTIME_NODE_INSTALL", "skip")
+        .current_dir(&npm))?;
+    run(Command::new("npm")
+        .args(["install", "--no-save", "--no-audit", "--no-fund"])
+        .arg(tarball)
+        .env("ONNXRUNTIME_NODE_INSTALL", "skip")
+        .current_dir(&npm))?;
+    Ok((python, npm))
+}
+
+fn gzip_len(file: &Path) -> Result<u64> {
+    let out = output(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -6 -c '{}' | wc -c", file.display())),
+    )?;
+    Ok(out.trim().parse()?)
+}
+
+/// `amphi serve --instances 1`: milliseconds from spawning it to the first embedding served,
+/// and its peak RSS (KiB) then.
+fn serve_start(amphi: &Path, minilm: &Path) -> Result<(f64, u64)> {
+    let addr = "127.0.0.1:18931";
+    let started = Instant::now();
+    let mut child = Command::new(amphi)
+        .args(["serve", "--addr", addr, "--instances", "1", "--model"])
+        .arg(format!("all-MiniLM-L6-v2={}", minilm.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = (|| {
+        loop {
+            ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "amphi serve did not answer"
+            );
+            if let Some(status) = child.try_wait()? {
+                bail!("amphi serve exited: {status}");
+            }
+            let code = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+                .args(["-H", "content-type: application/json"])
+                .args(["-d", r#"{"input": "hello world"}"#])
+                .arg(format!("http://{addr}/v1/embeddings"))
+                .output()?;
+            if code.stdout == b"200" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("VmHWM")?;
+        Ok((ms, rss))
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+pub(crate) fn bench() -> Result<()> {
+    step("set-up: all-MiniLM-L6-v2, amphi.wasm, the release CLI, the npm package, the peers");
+    let minilm = fetch_model()?;
+    let wasm = artifact()?;
+    run(cargo().args(["build", "--release", "-p", "amphi-cli"]))?;
+    let tarball = npm_package()?;
+    let (python, npm) = peers(&tarball)?;
+    let shared = root().join("../shared/bench");
+    let onnx = shared.join("minilm-l6-v2-onnx/onnx/model.onnx");
+    ensure!(
+        onnx.is_file(),
+        "{} is missing (the peers' ONNX export)",
+        onnx.display()
+    );
+
+    let out = bench_dir().join("results");
+    if out.is_dir() {
+        std::fs::remove_dir_all(&out)?;
+    }
+    std::fs::create_dir_all(&out)?;
+    let amphi = root().join("target/release/amphi");
+    let inputs = out.join("inputs.json");
+    let amphi_bench = |extra: &[&str]| {
+        let mut cmd = Command::new(&amphi);
+        cmd.arg("bench").arg("--model").arg(&minilm).args(extra);
+        cmd
+    };
+    run(&mut amphi_bench(&[
+        "--write-inputs",
+        &inputs.to_string_lossy(),
+    ]))?;
+
+    step("amphi native (1 thread, with its per-op profile) and amphi.wasm under wasmtime");
+    let native = out.join("amphi-native.json");
+    run(amphi_bench(&[
+        "--runtime",
+        "native",
+        "--profile",
+        "--out",
+        &native.to_string_lossy(),
+    ])
+    .env("RAYON_NUM_THREADS", "1"))?;
+    let in_wasm = out.join("amphi-wasm.json");
+    run(&mut amphi_bench(&[
+        "--runtime",
+        "wasm",
+        "--out",
+        &in_wasm.to_string_lossy(),
+    ]))?;
+
+    step("onnxruntime (PyPI): 1 thread, all threads");
+    for (threads, file) in [("1", "ort-1.json"), ("0", "ort-all.json")] {
+        run(Command::new(&python)
+            .arg(npm.join("ort.py"))
+            .arg(&inputs)
+            .arg(&onnx)
+            .arg(threads)
+            .arg(out.join(file)))?;
+    }
+
+    step("Node.js: amphi's npm package, onnxruntime-web (wasm, 1 thread)");
+    for (runner, file) in [
+        ("amphi", "node-amphi.json"),
+        ("ort-web", "node-ort-web.json"),
+    ] {
+        run(Command::new("node")
+            .arg("node.mjs")
+            .arg(runner)
+            .arg(&inputs)
+            .arg(&minilm)
+            .arg(&onnx)
+            .arg(out.join(file))
+            .current_dir(&npm))?;
+    }
+
+    step(
+        "headless Chromium: amphi's npm package, onnxruntime-web, Transformers.js (wasm, 1 thread)",
+    );
+    run(Command::new("node")
+        .arg("chromium.mjs")
+        .arg(&inputs)
+        .arg(&minilm)
+        .arg(&shared)
+        .arg(&out)
+        .args(["amphi", "ort-web", "transformers"])
+        .current_dir(&npm))?;
+
+    step("serverless host: start-up and memory; sizes");
+    let (first_ms, rss_kb) = serve_start(&amphi, &minilm)?;
+    let ort_wasm = npm.join("node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm");
+    let machine = output(Command::new("sh").arg("-c").arg(
+        "printf '%s, %s cores' \"$(lscpu | sed -n 's/^Model name: *//p' | head -1)\" \"$(nproc)\"",
+    ))?;
+    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+    std::fs::write(
+        out.join("extras.json"),
+        format!(
+            r#"{{"machine": {machine:?}, "date": {date:?}, "serve": {{"first_ms": {first_ms}, "rss_kb": {rss_kb}}}, "sizes": {{"amphi": {}, "amphi_gz": {}, "ort": {}, "ort_gz": {}}}}}"#,
+            std::fs::metadata(&wasm)?.len(),
+            gzip_len(&wasm)?,
+            std::fs::metadata(&ort_wasm)?.len(),
+            gzip_len(&ort_wasm)?,
+            date = date.trim(),
+        ),
+    )?;
+
+    step("report");
+    run(Command::new("node")
+        .arg("report.mjs")
+        .arg(&out)
+        .arg(root().join("README.md"))
+        .current_dir(&npm))?;
+    eprintln!(
+        "\nwritten to {} and README.md's performance section",
+        out.join("results.md").display()
+    );
+    Ok(())
+}
