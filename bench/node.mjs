@@ -2,7 +2,7 @@
 // (one thread), on the shapes of inputs.json. Usage:
 //   node node.mjs amphi|ort-web INPUTS.json MODEL_DIR ONNX_FILE OUT.json
 import { readFileSync, writeFileSync } from 'node:fs';
-import { measure } from './timing.mjs';
+import { measure, ortEmbedder } from './timing.mjs';
 
 const [runner, inputsPath, modelDir, onnxFile, outPath] = process.argv.slice(2);
 const { shapes } = JSON.parse(readFileSync(inputsPath, 'utf8'));
@@ -18,7 +18,6 @@ if (runner === 'amphi') {
 } else if (runner === 'ort-web') {
   const ort = await import('onnxruntime-web');
   ort.env.wasm.numThreads = 1;
-  const { ortEmbedder } = await import('./timing.mjs');
   name = `onnxruntime-web ${ort.env.versions.web} wasm (Node)`;
   embed = await ortEmbedder(ort, readFileSync(onnxFile));
 } else {

@@ -67,14 +67,13 @@ for (const [a, b] of PAIRS) {
 }
 p();
 const check = (ok) => (ok === undefined ? '?' : ok ? 'met' : '**not met**');
-const r = (a, b, s) => ratio(a, b, s);
 p('Targets (issue 6, MiniLM fp32, one thread):');
 p();
-p(`- amphi.wasm under the serverless host ≤ 3× native onnxruntime at 1×128: ${fmt(1 / (r('wasm', 'ort1', '1×128') ?? NaN))}× its time — ${check(r('wasm', 'ort1', '1×128') >= 1 / 3)}`);
+p(`- amphi.wasm under the serverless host ≤ 3× native onnxruntime at 1×128: ${fmt(1 / (ratio('wasm', 'ort1', '1×128') ?? NaN))}× its time — ${check(ratio('wasm', 'ort1', '1×128') >= 1 / 3)}`);
 for (const [a, b, where] of [['nodeAmphi', 'nodeOrt', 'Node'], ['chromeAmphi', 'chromeOrt', 'Chromium']]) {
-  p(`- amphi in ${where} ≥ 1.5× faster than onnxruntime-web at 1×128: ${r(a, b, '1×128')?.toFixed(2)}× — ${check(r(a, b, '1×128') >= 1.5)}; ≥ 4× at 1×8: ${r(a, b, '1×8')?.toFixed(2)}× — ${check(r(a, b, '1×8') >= 4)}`);
+  p(`- amphi in ${where} ≥ 1.5× faster than onnxruntime-web at 1×128: ${ratio(a, b, '1×128')?.toFixed(2)}× — ${check(ratio(a, b, '1×128') >= 1.5)}; ≥ 4× at 1×8: ${ratio(a, b, '1×8')?.toFixed(2)}× — ${check(ratio(a, b, '1×8') >= 4)}`);
 }
-p(`- amphi native no slower than onnxruntime (1 thread) at every shape: ${shapes.map((s) => `${r('native', 'ort1', s)?.toFixed(2)}×`).join(', ')} — ${check(shapes.every((s) => r('native', 'ort1', s) >= 1))}`);
+p(`- amphi native no slower than onnxruntime (1 thread) at every shape: ${shapes.map((s) => `${ratio('native', 'ort1', s)?.toFixed(2)}×`).join(', ')} — ${check(shapes.every((s) => ratio('native', 'ort1', s) >= 1))}`);
 p();
 p('Where amphi native\'s time goes (1 thread, share of the timed runs; candle\'s CPU kernels):');
 p();

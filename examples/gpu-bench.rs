@@ -60,21 +60,32 @@ fn inputs(n: usize) -> Vec<TextInput> {
         .collect()
 }
 
-/// Median and (min, max) of the timed runs, in milliseconds.
+/// Median, min and max in milliseconds of `runs` calls of `f`, after `warmup` untimed ones.
+fn timings(
+    warmup: usize,
+    runs: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(f64, f64, f64)> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((ms[runs / 2], ms[0], ms[runs - 1]))
+}
+
+/// Median and (min, max) of the pipeline's timed runs on `batch`, in milliseconds.
 fn time(p: &Pipeline, batch: &[TextInput]) -> Result<(f64, f64, f64)> {
     let options = RunOptions::default();
-    for _ in 0..WARMUP {
+    timings(WARMUP, RUNS, || {
         p.run(batch, &options)?;
-    }
-    let mut ms: Vec<f64> = (0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            p.run(batch, &options)
-                .map(|_| t.elapsed().as_secs_f64() * 1e3)
-        })
-        .collect::<Result<_, _>>()?;
-    ms.sort_by(f64::total_cmp);
-    Ok((ms[RUNS / 2], ms[0], ms[RUNS - 1]))
+        Ok(())
+    })
 }
 
 fn embeddings(p: &Pipeline, batch: &[TextInput]) -> Result<Vec<Vec<f32>>> {
@@ -85,18 +96,8 @@ fn embeddings(p: &Pipeline, batch: &[TextInput]) -> Result<Vec<Vec<f32>>> {
 }
 
 /// Median milliseconds of `f` over 20 runs (after 3 warm-ups).
-fn median_ms(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    for _ in 0..3 {
-        f()?;
-    }
-    let mut ms = Vec::new();
-    for _ in 0..20 {
-        let t = Instant::now();
-        f()?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    ms.sort_by(f64::total_cmp);
-    Ok(ms[ms.len() / 2])
+fn median_ms(f: impl FnMut() -> Result<()>) -> Result<f64> {
+    Ok(timings(3, 20, f)?.0)
 }
 
 /// Where a forward pass's fixed cost goes: tokenizing, one write + read round trip through the
