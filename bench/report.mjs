@@ -74,8 +74,24 @@ for (const [a, b, where] of [['nodeAmphi', 'nodeOrt', 'Node'], ['chromeAmphi', '
   p(`- amphi in ${where} ≥ 1.5× faster than onnxruntime-web at 1×128: ${ratio(a, b, '1×128')?.toFixed(2)}× — ${check(ratio(a, b, '1×128') >= 1.5)}; ≥ 4× at 1×8: ${ratio(a, b, '1×8')?.toFixed(2)}× — ${check(ratio(a, b, '1×8') >= 4)}`);
 }
 p(`- amphi native no slower than onnxruntime (1 thread) at every shape: ${shapes.map((s) => `${ratio('native', 'ort1', s)?.toFixed(2)}×`).join(', ')} — ${check(shapes.every((s) => ratio('native', 'ort1', s) >= 1))}`);
+const simd = ['wasm', 'nodeAmphi'].filter((k) => runs[k]?.kernels);
+if (simd.length) {
+  p(`- the matrix multiply on MiniLM's shapes ≥ 70 % of the SIMD128 peak: ${simd.map((k) => `${(100 * runs[k].kernels.share_of_peak).toFixed(0)} % (${runs[k].kernels.kernel})`).join(', ')} — ${check(simd.every((k) => runs[k].kernels.share_of_peak >= 0.7))}`);
+}
 p();
-p('Where amphi native\'s time goes (1 thread, share of the timed runs; candle\'s CPU kernels):');
+const probed = Object.values(runs).filter((r) => r.kernels);
+if (probed.length) {
+  p('Kernel microbenchmarks (same run, one thread): the peak of the instruction mix the matrix-multiply kernel uses (independent multiply-add chains on as many registers as it uses: `f32x4` multiply + add in amphi.wasm, which has no fused multiply-add; AVX2 FMA natively), and amphi\'s multiply on MiniLM\'s linear layers at 128 tokens (QKV 128×1152×384, attention output 128×384×384, FFN in 128×1536×384, FFN out 128×384×1536), weighted by their flops:');
+  p();
+  p('| engine | kernel | peak GFLOP/s | matmul GFLOP/s (QKV, attn out, FFN in, FFN out) | matmul / peak |');
+  p('|---|---|---|---|---|');
+  for (const r of probed) {
+    const k = r.kernels;
+    p(`| ${r.runtime} | ${k.kernel} | ${k.peak_gflops.toFixed(1)} | ${k.matmul_gflops.toFixed(1)} (${k.shapes.map((x) => x.gflops.toFixed(1)).join(', ')}) | ${(100 * k.share_of_peak).toFixed(0)} % |`);
+  }
+  p();
+}
+p('Where amphi native\'s time goes (1 thread, share of the timed runs):');
 p();
 p(`| op | ${shapes.join(' | ')} |`);
 p(`|---|${shapes.map(() => '---|').join('')}`);

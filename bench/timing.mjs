@@ -71,3 +71,33 @@ export async function ortEmbedder(ort, model) {
     return meanPoolNormalize(hidden.data, shape.batch, shape.seq, hidden.dims[2]);
   };
 }
+
+/** MiniLM's linear layers at 128 tokens, as `amphi bench` times them: [m, n, k]. */
+export const MATMUL_SHAPES = [[128, 1152, 384], [128, 384, 384], [128, 1536, 384], [128, 384, 1536]];
+
+/**
+ * The kernel microbenchmarks exported by amphi.wasm (`amphi_probe_*`), timed here as
+ * `amphi bench` times them under wasmtime: iterations doubled until a run takes 50 ms, then the
+ * median of 5. The module is instantiated on its own; the probes call no import.
+ */
+export async function kernelProbes(bytes) {
+  const module = await WebAssembly.compile(bytes);
+  const imports = {};
+  for (const { module: m, name } of WebAssembly.Module.imports(module)) {
+    (imports[m] ??= {})[name] = () => { throw new Error(`${m}.${name} is not available to the kernel probes`); };
+  }
+  const { exports: x } = await WebAssembly.instantiate(module, imports);
+  const gflops = (flopsPerIter, run) => {
+    const once = (iters) => { const t = now(); run(iters); return (flopsPerIter * iters) / ((now() - t) / 1e3) / 1e9; };
+    let iters = 1;
+    while (iters < 2 ** 30 && (flopsPerIter * iters) / (once(iters) * 1e9) < 0.05) iters *= 2;
+    const runs = Array.from({ length: 5 }, () => once(iters)).sort((a, b) => a - b);
+    return runs[2];
+  };
+  const peak = gflops(x.amphi_probe_peak_flops(), (i) => x.amphi_probe_peak(i));
+  const shapes = MATMUL_SHAPES.map(([m, n, k]) => ({ m, n, k, gflops: gflops(2 * m * n * k, (i) => x.amphi_probe_matmul(m, n, k, i)) }));
+  const flops = shapes.reduce((s, r) => s + 2 * r.m * r.n * r.k, 0);
+  const secs = shapes.reduce((s, r) => s + (2 * r.m * r.n * r.k) / r.gflops, 0);
+  const matmul = flops / secs;
+  return { kernel: 'amphi.wasm simd128 (V8)', peak_gflops: peak, matmul_gflops: matmul, share_of_peak: matmul / peak, shapes };
+}

@@ -52,6 +52,9 @@ pub(crate) struct BenchArgs {
     /// Native runtime: also print where the time of each shape's timed runs goes, op by op.
     #[arg(long)]
     profile: bool,
+    /// Skip the kernel microbenchmarks (peak and matrix multiply GFLOP/s).
+    #[arg(long)]
+    no_kernels: bool,
 }
 
 /// `n` texts of `seq - 2` words that are each one token of MiniLM's vocabulary, so that every
@@ -109,6 +112,102 @@ fn stats(ms: &mut [f64]) -> (f64, f64, f64) {
     (ms[ms.len() / 2], ms[0], ms[ms.len() - 1])
 }
 
+/// MiniLM's linear layers at 128 tokens: (m, n, k) of QKV, attention output, FFN in and out.
+const MATMUL_SHAPES: [(u32, u32, u32); 4] = [
+    (128, 1152, 384),
+    (128, 384, 384),
+    (128, 1536, 384),
+    (128, 384, 1536),
+];
+
+/// A microbenchmark: `run(iters)` returns GFLOP/s measured over `iters` iterations.
+type Probe<'a> = dyn FnMut(u32) -> Result<f64> + 'a;
+
+/// GFLOP/s of `probe`: iterations doubled until one run takes 50 ms, then the median of 5.
+fn measure(probe: &mut Probe<'_>, flops_per_iter: f64) -> Result<f64> {
+    let mut iters = 1u32;
+    loop {
+        let g = probe(iters)?;
+        if flops_per_iter * f64::from(iters) / (g * 1e9) >= 0.05 || iters >= 1 << 30 {
+            break;
+        }
+        iters *= 2;
+    }
+    let mut runs = (0..5).map(|_| probe(iters)).collect::<Result<Vec<_>>>()?;
+    Ok(stats(&mut runs).0)
+}
+
+/// The kernel microbenchmarks: the peak of the matrix multiply's instruction mix and the
+/// multiply on MiniLM's shapes, in the same engine as the model.
+fn kernels(runtime: RuntimeArg) -> Result<Value, Failure> {
+    let (name, peak, shapes) = match runtime {
+        RuntimeArg::Native => {
+            use amphi_core::probe;
+            let per = probe::peak_flops_per_iter() as f64;
+            let peak = measure(
+                &mut |iters| {
+                    let t = Instant::now();
+                    std::hint::black_box(probe::peak(iters));
+                    Ok(per * f64::from(iters) / t.elapsed().as_secs_f64() / 1e9)
+                },
+                per,
+            )?;
+            let mut shapes = Vec::new();
+            for (m, n, k) in MATMUL_SHAPES {
+                let flops = 2.0 * f64::from(m * n) * f64::from(k);
+                let g = measure(
+                    &mut |iters| {
+                        let t = Instant::now();
+                        std::hint::black_box(probe::matmul(
+                            m as usize, n as usize, k as usize, iters,
+                        ));
+                        Ok(flops * f64::from(iters) / t.elapsed().as_secs_f64() / 1e9)
+                    },
+                    flops,
+                )?;
+                shapes.push(((m, n, k), g));
+            }
+            (probe::kernel().to_owned(), peak, shapes)
+        }
+        RuntimeArg::Wasm => {
+            let mut guest = wasm_runtime()?.instantiate().map_err(host_failure)?;
+            let missing = || anyhow::anyhow!("this amphi.wasm has no amphi_probe_* exports");
+            let per = 96.0;
+            let peak = measure(
+                &mut |iters| guest.probe_peak(iters)?.ok_or_else(missing),
+                per,
+            )?;
+            let mut shapes = Vec::new();
+            for (m, n, k) in MATMUL_SHAPES {
+                let flops = 2.0 * f64::from(m * n) * f64::from(k);
+                let g = measure(
+                    &mut |iters| guest.probe_matmul((m, n, k), iters)?.ok_or_else(missing),
+                    flops,
+                )?;
+                shapes.push(((m, n, k), g));
+            }
+            ("amphi.wasm simd128".to_owned(), peak, shapes)
+        }
+    };
+    // The model's mix: each shape weighted by its flops.
+    let (flops, secs) = shapes.iter().fold((0.0, 0.0), |(f, s), &((m, n, k), g)| {
+        let fl = 2.0 * f64::from(m * n) * f64::from(k);
+        (f + fl, s + fl / g)
+    });
+    let matmul = flops / secs;
+    eprintln!(
+        "{name}: peak {peak:.1} GFLOP/s; matmul on MiniLM's shapes {matmul:.1} GFLOP/s ({:.0} % of peak)",
+        100.0 * matmul / peak
+    );
+    Ok(json!({
+        "kernel": name,
+        "peak_gflops": peak,
+        "matmul_gflops": matmul,
+        "share_of_peak": matmul / peak,
+        "shapes": shapes.iter().map(|&((m, n, k), g)| json!({"m": m, "n": n, "k": k, "gflops": g})).collect::<Vec<_>>(),
+    }))
+}
+
 /// One way to embed a batch truncated at `seq` tokens.
 type Embed<'a> = Box<dyn FnMut(&[String], usize) -> Result<Vec<Vec<f32>>> + 'a>;
 
@@ -135,14 +234,18 @@ fn native(dir: &str) -> Result<Embed<'static>> {
     }))
 }
 
-fn wasm(dir: &str) -> Result<Embed<'static>, Failure> {
+fn wasm_runtime() -> Result<amphi_serve::Runtime, Failure> {
     let artifact = amphi_serve::Artifact::read(&default_artifact()).map_err(host_failure)?;
-    let runtime = amphi_serve::Runtime::new(
+    amphi_serve::Runtime::new(
         artifact,
         Some(&crate::cache_dir().join("wasm")),
         amphi_serve::GuestLimits::default(),
     )
-    .map_err(host_failure)?;
+    .map_err(host_failure)
+}
+
+fn wasm(dir: &str) -> Result<Embed<'static>, Failure> {
+    let runtime = wasm_runtime()?;
     let spec = amphi_serve::load_model_dir("model", dir.as_ref(), json!({"device": "cpu"}))
         .map_err(host_failure)?;
     let mut guest = runtime.instantiate().map_err(host_failure)?;
@@ -172,6 +275,10 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
     let (name, mut embed) = match args.runtime {
         RuntimeArg::Native => ("amphi native", native(&dir)?),
         RuntimeArg::Wasm => ("amphi.wasm (wasmtime)", wasm(&dir)?),
+    };
+    let kernels = match args.no_kernels {
+        true => Value::Null,
+        false => kernels(args.runtime)?,
     };
     let mut rows = Vec::new();
     for &(batch, seq) in &shapes {
@@ -217,7 +324,7 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
             "embeddings": embeddings, "profile": profile,
         }));
     }
-    let out = json!({"runtime": name, "results": rows});
+    let out = json!({"runtime": name, "kernels": kernels, "results": rows});
     match &args.out {
         Some(path) => std::fs::write(path, out.to_string()).context("writing results")?,
         None => println!("{out}"),

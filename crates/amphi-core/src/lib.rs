@@ -28,6 +28,7 @@ mod files;
 mod model;
 mod models;
 mod pipelines;
+pub mod probe;
 pub mod profile;
 mod tokenizer;
 mod weights;

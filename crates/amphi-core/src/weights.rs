@@ -82,25 +82,23 @@ impl<'a> Weights<'a> {
         backend.upload(self.read(name, shape)?, shape)
     }
 
-    /// Reads several `[rows_i, cols]` tensors and uploads them stacked along the rows, as one
-    /// tensor (the fused QKV projection).
-    pub fn get_stacked<B: Backend>(
+    /// Reads a linear layer's weight `[out, inp]` and uploads it as one.
+    pub fn get_weight<B: Backend>(
         &self,
         backend: &B,
-        names: &[String],
-        rows: usize,
-        cols: usize,
-    ) -> Result<B::Tensor> {
-        let mut data = Vec::with_capacity(names.len() * rows * cols);
+        name: &str,
+        out: usize,
+        inp: usize,
+    ) -> Result<B::Weight> {
+        backend.upload_weight(self.read(name, &[out, inp])?, out, inp)
+    }
+
+    /// Reads several tensors of one shape, concatenated (the fused QKV projection).
+    pub fn read_stacked(&self, names: &[String], shape: &[usize]) -> Result<Vec<f32>> {
+        let mut data = Vec::new();
         for name in names {
-            let shape: &[usize] = if cols == 1 { &[rows] } else { &[rows, cols] };
             data.extend(self.read(name, shape)?);
         }
-        let shape: Vec<usize> = if cols == 1 {
-            vec![names.len() * rows]
-        } else {
-            vec![names.len() * rows, cols]
-        };
-        backend.upload(data, &shape)
+        Ok(data)
     }
 }

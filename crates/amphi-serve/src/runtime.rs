@@ -344,6 +344,7 @@ impl Runtime {
             result_len: func!("amphi_result_len"),
             debug_panic: func!("amphi_debug_panic"),
             debug_spin: func!("amphi_debug_spin"),
+            probes: Probes::find(&instance, &mut store),
             limits: self.limits,
             store,
         })
@@ -381,6 +382,31 @@ pub struct Guest {
     result_len: TypedFunc<(), u32>,
     debug_panic: TypedFunc<(), ()>,
     debug_spin: TypedFunc<(), ()>,
+    probes: Option<Probes>,
+}
+
+/// The artifact's optional diagnostic exports (`amphi_probe_*`, docs/abi.md).
+#[derive(Clone)]
+struct Probes {
+    peak_flops: TypedFunc<(), u32>,
+    peak: TypedFunc<u32, f32>,
+    matmul: TypedFunc<(u32, u32, u32, u32), f32>,
+}
+
+impl Probes {
+    fn find(instance: &wasmtime::Instance, store: &mut Store<HostState>) -> Option<Self> {
+        Some(Self {
+            peak_flops: instance
+                .get_typed_func(&mut *store, "amphi_probe_peak_flops")
+                .ok()?,
+            peak: instance
+                .get_typed_func(&mut *store, "amphi_probe_peak")
+                .ok()?,
+            matmul: instance
+                .get_typed_func(&mut *store, "amphi_probe_matmul")
+                .ok()?,
+        })
+    }
 }
 
 impl std::fmt::Debug for Guest {
@@ -522,6 +548,45 @@ impl Guest {
         self.check(status)?;
         let tokens = self.call(|g| &g.last_tokens, ())? as usize;
         Ok((self.result()?, tokens))
+    }
+
+    /// Times the artifact's SIMD128 peak loop (`iters` iterations) and returns GFLOP/s, or
+    /// `None` if the artifact has no probes.
+    pub fn probe_peak(&mut self, iters: u32) -> Result<Option<f64>, GuestError> {
+        let Some(p) = self.probes.clone() else {
+            return Ok(None);
+        };
+        self.begin(self.limits.deadline);
+        let flops = p
+            .peak_flops
+            .call(&mut self.store, ())
+            .map_err(|e| self.trap(e))?;
+        let t = Instant::now();
+        p.peak
+            .call(&mut self.store, iters)
+            .map_err(|e| self.trap(e))?;
+        let s = t.elapsed().as_secs_f64();
+        Ok(Some(f64::from(flops) * f64::from(iters) / s / 1e9))
+    }
+
+    /// Times the artifact's matrix multiply on `[m, k] × [k, n]` (`iters` times) and returns
+    /// GFLOP/s, or `None` if the artifact has no probes.
+    pub fn probe_matmul(
+        &mut self,
+        (m, n, k): (u32, u32, u32),
+        iters: u32,
+    ) -> Result<Option<f64>, GuestError> {
+        let Some(p) = self.probes.clone() else {
+            return Ok(None);
+        };
+        self.begin(self.limits.deadline);
+        let t = Instant::now();
+        p.matmul
+            .call(&mut self.store, (m, n, k, iters))
+            .map_err(|e| self.trap(e))?;
+        let s = t.elapsed().as_secs_f64();
+        let flops = 2.0 * f64::from(m) * f64::from(n) * f64::from(k) * f64::from(iters);
+        Ok(Some(flops / s / 1e9))
     }
 
     /// Makes the guest panic (test hook): always a fatal error.

@@ -395,3 +395,24 @@ pub extern "C" fn amphi_debug_spin() {
         x = std::hint::black_box(x.wrapping_add(1));
     }
 }
+
+/// Diagnostics (not part of the versioned model interface): the CPU kernels' microbenchmarks,
+/// which a host times (`amphi_core::probe`). Floating-point operations per
+/// [`amphi_probe_peak`] iteration.
+#[unsafe(no_mangle)]
+pub extern "C" fn amphi_probe_peak_flops() -> u32 {
+    amphi_core::probe::peak_flops_per_iter() as u32
+}
+
+/// Runs `iters` iterations of the SIMD128 peak loop; returns a checksum.
+#[unsafe(no_mangle)]
+pub extern "C" fn amphi_probe_peak(iters: u32) -> f32 {
+    amphi_core::probe::peak(iters)
+}
+
+/// Runs the matrix multiply on `[m, k] × [k, n]` `iters` times (`2·m·n·k` flops each); returns
+/// a checksum.
+#[unsafe(no_mangle)]
+pub extern "C" fn amphi_probe_matmul(m: u32, n: u32, k: u32, iters: u32) -> f32 {
+    amphi_core::probe::matmul(m as usize, n as usize, k as usize, iters)
+}

@@ -255,6 +255,7 @@ fn check_cols(what: &str, t: &GpuTensor, cols: usize) -> Result<()> {
 
 impl Backend for Gpu {
     type Tensor = GpuTensor;
+    type Weight = GpuTensor;
 
     /// Weight matrices (2-D: linear weights and embedding tables) of an f16 model are stored
     /// as f16; vectors (biases, norms) stay f32.
@@ -270,6 +271,10 @@ impl Backend for Gpu {
             }
         };
         self.upload_bytes(bytemuck::cast_slice(&data), rows, cols)
+    }
+
+    fn upload_weight(&self, data: Vec<f32>, out: usize, inp: usize) -> Result<GpuTensor> {
+        self.upload(data, &[out, inp])
     }
 
     fn embed(
@@ -490,7 +495,7 @@ impl Backend for Gpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::cpu::Cpu;
+    use crate::backend::cpu::{Cpu, Packed};
 
     fn gpu() -> Gpu {
         gpu_with(Precision::F32)
@@ -538,6 +543,16 @@ mod tests {
             )
         }
 
+        fn up_weight(&self, data: &[f32], out: usize, inp: usize) -> (GpuTensor, Packed) {
+            (
+                self.gpu
+                    .upload_weight(data.to_vec(), out, inp)
+                    .expect("gpu upload"),
+                Cpu.upload_weight(data.to_vec(), out, inp)
+                    .expect("cpu upload"),
+            )
+        }
+
         fn check(&self, what: &str, g: Result<GpuTensor>, c: Result<candle_core::Tensor>) {
             let g = self.gpu.read(&g.expect("gpu op")).expect("gpu read");
             let c = Cpu.read(&c.expect("cpu op")).expect("cpu read");
@@ -566,7 +581,7 @@ mod tests {
         .enumerate()
         {
             let (x, xc) = be.up(&random(m * k, i as u64), &[m, k]);
-            let (w, wc) = be.up(&random(n * k, 100 + i as u64), &[n, k]);
+            let (w, wc) = be.up_weight(&random(n * k, 100 + i as u64), n, k);
             let (b, bc) = be.up(&random(n, 200 + i as u64), &[n]);
             for act in acts {
                 be.check(
@@ -726,7 +741,7 @@ mod tests {
                 .upload_bytes(bytemuck::cast_slice(&xs), m, k)
                 .expect("x");
             let xc = Cpu.upload(xs, &[m, k]).expect("x");
-            let (w, wc) = be.up(&random(n * k, 100 + i as u64), &[n, k]);
+            let (w, wc) = be.up_weight(&random(n * k, 100 + i as u64), n, k);
             assert!(w.f16, "weight matrices are f16");
             let (b, bc) = be.up(&random(n, 200 + i as u64), &[n]);
             assert!(!b.f16, "vectors stay f32");

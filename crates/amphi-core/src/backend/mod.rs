@@ -51,9 +51,14 @@ impl BatchShape {
 /// `[rows, features]` row-major matrices, with `rows = batch * seq` for token activations.
 pub(crate) trait Backend {
     type Tensor: Clone;
+    /// A linear layer's weight, stored the way [`Backend::linear`] reads it fastest.
+    type Weight;
 
     /// Uploads host data (weights) as a tensor of the given shape.
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;
+
+    /// Uploads a linear layer's weight `[out, in]` (PyTorch layout).
+    fn upload_weight(&self, data: Vec<f32>, out: usize, inp: usize) -> Result<Self::Weight>;
 
     /// `word[ids] + position[0..seq] + token_type[type_ids]`, as `[batch*seq, hidden]`.
     fn embed(
@@ -68,7 +73,7 @@ pub(crate) trait Backend {
     fn linear(
         &self,
         x: &Self::Tensor,
-        w: &Self::Tensor,
+        w: &Self::Weight,
         b: Option<&Self::Tensor>,
         act: Activation,
     ) -> Result<Self::Tensor>;

@@ -10,14 +10,14 @@ use crate::error::{Error, Result};
 use crate::weights::{WEIGHTS_FILE, Weights};
 
 struct Linear<B: Backend> {
-    w: B::Tensor,
+    w: B::Weight,
     b: B::Tensor,
 }
 
 impl<B: Backend> Linear<B> {
     fn load(be: &B, w: &Weights, name: &str, out: usize, inp: usize) -> Result<Self> {
         Ok(Self {
-            w: w.get(be, &format!("{name}.weight"), &[out, inp])?,
+            w: w.get_weight(be, &format!("{name}.weight"), out, inp)?,
             b: w.get(be, &format!("{name}.bias"), &[out])?,
         })
     }
@@ -122,8 +122,12 @@ impl<B: Backend> Bert<B> {
             };
             layers.push(Layer {
                 qkv: Linear {
-                    w: w.get_stacked(be, &qkv_names("weight"), h, h)?,
-                    b: w.get_stacked(be, &qkv_names("bias"), h, 1)?,
+                    w: be.upload_weight(
+                        w.read_stacked(&qkv_names("weight"), &[h, h])?,
+                        3 * h,
+                        h,
+                    )?,
+                    b: be.upload(w.read_stacked(&qkv_names("bias"), &[h])?, &[3 * h])?,
                 },
                 attention_out: Linear::load(be, w, &format!("{n}.attention.output.dense"), h, h)?,
                 attention_norm: LayerNorm::load(

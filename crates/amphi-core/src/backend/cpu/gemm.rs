@@ -1,0 +1,301 @@
+//! `C = act(alpha · A·B + bias)` for linear layers and attention.
+//!
+//! `B` is packed once (weights: at load) into panels of `NR` columns stored k-major, so the inner
+//! loop of a microkernel reads `B` contiguously and keeps an `MR × NR` tile of `C` in registers.
+//! `A` is read in place through row pointers (row stride `lda`), so attention can multiply slices
+//! of the fused QKV activations without copying them. The microkernels live in one file per
+//! target (`simd128.rs`, `x86.rs`, `portable.rs`); this driver is the same everywhere.
+
+use super::math::Epilogue;
+
+/// The widest tile any microkernel uses.
+const MAX_MR: usize = 8;
+const MAX_NR: usize = 32;
+
+/// A register-tiled microkernel: for `r < mr`, `c < nr`:
+/// `tile[r*nr + c] = Σ_{p<k} a[r][p] · b[p*nr + c]`.
+///
+/// # Safety
+/// `a` points to `mr` row pointers, each valid for `k` reads; `b` is valid for `k*nr` reads and
+/// `tile` for `mr*nr` writes.
+pub(crate) type MicroFn = unsafe fn(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32);
+
+/// A microkernel and its tile shape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Kernel {
+    pub name: &'static str,
+    pub mr: usize,
+    pub nr: usize,
+    pub run: MicroFn,
+}
+
+/// The fastest microkernel this CPU runs (chosen once, by target and run-time CPU features).
+pub(crate) fn kernel() -> Kernel {
+    let k = select();
+    debug_assert!(k.mr <= MAX_MR && k.nr <= MAX_NR);
+    k
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn select() -> Kernel {
+    super::simd128::KERNEL
+}
+
+#[cfg(target_arch = "x86_64")]
+fn select() -> Kernel {
+    super::x86::kernel().unwrap_or(super::portable::KERNEL)
+}
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+fn select() -> Kernel {
+    super::portable::KERNEL
+}
+
+/// `B` `[k, n]` packed for [`kernel`]: panel `j` holds, for each `p < k`, the `nr` values
+/// `B[p, j*nr ..][..nr]`, zero past `n`.
+#[derive(Debug, Clone)]
+pub(crate) struct Packed {
+    k: usize,
+    n: usize,
+    kernel: Kernel,
+    data: Vec<f32>,
+}
+
+impl Packed {
+    /// An empty packing, to be filled by [`Packed::pack`] (attention reuses one per call).
+    pub fn new() -> Self {
+        Self {
+            k: 0,
+            n: 0,
+            kernel: kernel(),
+            data: Vec::new(),
+        }
+    }
+
+    /// A PyTorch linear weight `w` `[n, k]` (`out × in`), as `B = wᵀ`.
+    pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
+        let mut p = Self::new();
+        p.pack(w, k, n, 1, k);
+        p
+    }
+
+    /// Packs `B[p, j] = src[p*sp + j*sj]`, reusing this packing's buffer.
+    pub fn pack(&mut self, src: &[f32], k: usize, n: usize, sp: usize, sj: usize) {
+        let nr = self.kernel.nr;
+        let panels = n.div_ceil(nr);
+        self.k = k;
+        self.n = n;
+        self.data.clear();
+        self.data.resize(panels * k * nr, 0.0);
+        for (jp, panel) in self.data.chunks_exact_mut(k * nr).enumerate() {
+            let j0 = jp * nr;
+            let cols = nr.min(n - j0);
+            for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                for (c, d) in dst[..cols].iter_mut().enumerate() {
+                    *d = src[p * sp + (j0 + c) * sj];
+                }
+            }
+        }
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+}
+
+/// `A`: `m` rows of `k` values, row `i` starting at `data[i*lda]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rows<'a> {
+    pub data: &'a [f32],
+    pub m: usize,
+    pub lda: usize,
+}
+
+/// `C[i*ldc + j] = ep(Σ_p A[i,p]·B[p,j], j)` for `i < m`, `j < n`. `c` holds `m` rows of stride
+/// `ldc`; other columns are left alone.
+pub(crate) fn gemm(a: Rows<'_>, b: &Packed, c: &mut [f32], ldc: usize, ep: &Epilogue<'_>) {
+    let (m, n, k) = (a.m, b.n, b.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * a.lda + k <= a.data.len(), "gemm: A is too short");
+    assert!((m - 1) * ldc + n <= c.len(), "gemm: C is too short");
+    assert!(ep.bias.is_none_or(|bias| bias.len() >= n));
+    rows_parallel(m, ldc, c, k * n, &|r0, rows, c_rows| {
+        block(a, r0, rows, b, c_rows, ldc, ep)
+    });
+}
+
+/// Rows `r0 .. r0 + rows` of `C` (`c` starts at row `r0`), all columns.
+fn block(
+    a: Rows<'_>,
+    r0: usize,
+    rows: usize,
+    b: &Packed,
+    c: &mut [f32],
+    ldc: usize,
+    ep: &Epilogue<'_>,
+) {
+    let Kernel { mr, nr, run, .. } = b.kernel;
+    let (n, k) = (b.n, b.k);
+    let mut tile = [0f32; MAX_MR * MAX_NR];
+    let mut ptrs = [a.data.as_ptr(); MAX_MR];
+    for (jp, panel) in b.data.chunks_exact(k * nr).enumerate() {
+        let j0 = jp * nr;
+        let cols = nr.min(n - j0);
+        for i in (0..rows).step_by(mr) {
+            let valid = mr.min(rows - i);
+            for (r, p) in ptrs[..mr].iter_mut().enumerate() {
+                // Rows past the end repeat the last one; their results are dropped.
+                let row = r0 + i + r.min(valid - 1);
+                *p = a.data[row * a.lda..][..k].as_ptr();
+            }
+            // SAFETY: every row pointer was just taken from a slice of `k` values, the panel is
+            // `k*nr` values, and the tile holds MAX_MR*MAX_NR ≥ mr*nr.
+            unsafe { run(k, ptrs.as_ptr(), panel.as_ptr(), tile.as_mut_ptr()) };
+            for r in 0..valid {
+                let dst = &mut c[(i + r) * ldc + j0..][..cols];
+                ep.store(&tile[r * nr..][..cols], j0, dst);
+            }
+        }
+    }
+}
+
+/// What [`rows_parallel`] runs: `f(first_row, rows, c_from_first_row)`.
+type RowsFn<'a> = dyn Fn(usize, usize, &mut [f32]) + Sync + 'a;
+
+/// Splits `C`'s `m` rows into ranges and runs `f` on each, on several threads where there are
+/// any and the work (`m × work_per_row`) is worth it.
+#[cfg(not(target_arch = "wasm32"))]
+fn rows_parallel(m: usize, ldc: usize, c: &mut [f32], work_per_row: usize, f: &RowsFn<'_>) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || m * work_per_row < 1 << 18 {
+        return f(0, m, c);
+    }
+    // Multiples of 24 rows: every kernel's MR divides 24.
+    let per = m.div_ceil(threads).next_multiple_of(24);
+    c.par_chunks_mut(per * ldc)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            let r0 = t * per;
+            if r0 < m {
+                f(r0, per.min(m - r0), chunk)
+            }
+        });
+}
+
+/// wasm32 has one thread.
+#[cfg(target_arch = "wasm32")]
+fn rows_parallel(m: usize, _ldc: usize, c: &mut [f32], _work_per_row: usize, f: &RowsFn<'_>) {
+    f(0, m, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Activation;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Against a plain f64 triple loop: |c − ref| ≤ 1e-6·(1 + Σ|a·b|) (f32 rounding over k
+    /// products in any order stays well inside that).
+    #[test]
+    fn matches_a_plain_f64_product_on_ragged_shapes() {
+        for (i, &(m, n, k)) in [
+            (1, 1, 1),
+            (1, 17, 3),
+            (7, 5, 9),
+            (13, 33, 64),
+            (37, 130, 65),
+            (128, 384, 384),
+            (9, 2, 1536),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let (lda, ldc) = (k + 3, n + 5);
+            let a = random(m * lda, i as u64);
+            let w = random(n * k, 100 + i as u64);
+            let packed = Packed::from_weight(&w, n, k);
+            let mut c = vec![7.0f32; m * ldc];
+            let ep = Epilogue {
+                alpha: 1.0,
+                bias: None,
+                act: Activation::None,
+            };
+            gemm(Rows { data: &a, m, lda }, &packed, &mut c, ldc, &ep);
+            for r in 0..m {
+                for j in 0..ldc {
+                    let got = c[r * ldc + j];
+                    if j >= n {
+                        assert_eq!(got, 7.0, "column {j} past n is untouched");
+                        continue;
+                    }
+                    let (mut want, mut mag) = (0f64, 0f64);
+                    for p in 0..k {
+                        let t = f64::from(a[r * lda + p]) * f64::from(w[j * k + p]);
+                        want += t;
+                        mag += t.abs();
+                    }
+                    let tol = 1e-6 * (1.0 + mag);
+                    assert!(
+                        (f64::from(got) - want).abs() <= tol,
+                        "{m}x{n}x{k} [{r},{j}]: {got} vs {want} ({})",
+                        kernel().name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scale_bias_and_activation_are_applied_on_store() {
+        let (m, n, k) = (5, 20, 7);
+        let a = random(m * k, 1);
+        let w = random(n * k, 2);
+        let bias = random(n, 3);
+        let packed = Packed::from_weight(&w, n, k);
+        let mut c = vec![0f32; m * n];
+        let ep = Epilogue {
+            alpha: 0.5,
+            bias: Some(&bias),
+            act: Activation::Relu,
+        };
+        gemm(
+            Rows {
+                data: &a,
+                m,
+                lda: k,
+            },
+            &packed,
+            &mut c,
+            n,
+            &ep,
+        );
+        for r in 0..m {
+            for j in 0..n {
+                let dot: f32 = (0..k).map(|p| a[r * k + p] * w[j * k + p]).sum();
+                let want = (0.5 * dot + bias[j]).max(0.0);
+                assert!((c[r * n + j] - want).abs() < 1e-5);
+            }
+        }
+    }
+}

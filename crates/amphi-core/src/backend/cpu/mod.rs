@@ -1,0 +1,336 @@
+//! The CPU backend. Tensors are candle-core tensors; the ops that carry the time (linear layers,
+//! attention, layer norm) run amphi's own kernels on their values:
+//!
+//! - `gemm.rs`: the matrix multiply on weights packed once at load, with the bias and
+//!   activation applied as results are stored; one microkernel per target in its own file
+//!   (`simd128.rs` for the wasm artifact, `x86.rs` chosen at run time, `portable.rs`);
+//! - `attention.rs`: attention per (sequence, head) on the packed multiply, no transposes;
+//! - `math.rs`: vectorizable `exp`/`erf`/`tanh`, softmax and layer norm.
+//!
+//! Natively the multiply and attention spread over rayon's threads (`RAYON_NUM_THREADS`); wasm32
+//! has one thread.
+
+mod attention;
+mod gemm;
+mod math;
+// Everywhere but the artifact: x86-64 CPUs without AVX2 and other architectures.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod portable;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::ops::Deref;
+
+use candle_core::{CpuStorage, D, DType, Device, Storage, StorageRef, Tensor};
+
+use super::{Activation, Backend, BatchShape, Reduce};
+use crate::error::{Error, Result};
+use crate::profile::timed;
+pub(crate) use gemm::Packed;
+use gemm::{Rows, gemm};
+use math::Epilogue;
+
+/// The CPU backend. Stateless: tensors carry their own storage.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Cpu;
+
+/// The matrix-multiply microkernel this CPU runs (`simd128 2x16`, `avx2+fma 6x16`, …).
+pub(crate) fn kernel_name() -> &'static str {
+    gemm::kernel().name
+}
+
+// The microbenchmarks behind `crate::probe`, per target.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) use simd128::peak;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) fn peak_flops_per_iter() -> u64 {
+    simd128::PEAK_FLOPS_PER_ITER
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn peak(iters: u32) -> f32 {
+    x86::peak(iters).unwrap_or_else(|| portable::peak(iters))
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn peak_flops_per_iter() -> u64 {
+    x86::peak_flops_per_iter().unwrap_or(portable::PEAK_FLOPS_PER_ITER)
+}
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+pub(crate) use portable::peak;
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+pub(crate) fn peak_flops_per_iter() -> u64 {
+    portable::PEAK_FLOPS_PER_ITER
+}
+
+/// See [`crate::probe::matmul`].
+pub(crate) fn matmul_probe(m: usize, n: usize, k: usize, iters: u32) -> f32 {
+    let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+    let w: Vec<f32> = (0..n * k).map(|i| ((i % 13) as f32 - 6.0) / 6.0).collect();
+    let packed = Packed::from_weight(&w, n, k);
+    let mut c = vec![0f32; m * n];
+    let mut sum = 0.0;
+    for _ in 0..iters {
+        gemm(
+            Rows {
+                data: &a,
+                m,
+                lda: k,
+            },
+            &packed,
+            &mut c,
+            n,
+            &Epilogue::NONE,
+        );
+        sum += c[(m * n) / 2];
+    }
+    sum
+}
+
+/// The values of a contiguous f32 CPU tensor, borrowed.
+struct Values<'a> {
+    storage: StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+fn values(t: &Tensor) -> Result<Values<'_>> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(_)), Some((start, end))) => Ok(Values {
+            storage,
+            start,
+            end,
+        }),
+        _ => Err(Error::Backend {
+            message: format!("CPU kernels take contiguous f32 tensors, not {t:?}"),
+        }),
+    }
+}
+
+impl Deref for Values<'_> {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match &*self.storage {
+            Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.end],
+            _ => &[],
+        }
+    }
+}
+
+fn dims2(what: &str, t: &Tensor) -> Result<(usize, usize)> {
+    match *t.dims() {
+        [r, c] => Ok((r, c)),
+        [c] => Ok((1, c)),
+        ref d => Err(Error::Backend {
+            message: format!("{what}: a matrix, not shape {d:?}"),
+        }),
+    }
+}
+
+fn matrix(data: Vec<f32>, rows: usize, cols: usize) -> Result<Tensor> {
+    Ok(Tensor::from_vec(data, (rows, cols), &Device::Cpu)?)
+}
+
+impl Backend for Cpu {
+    type Tensor = Tensor;
+    type Weight = Packed;
+
+    fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
+    }
+
+    /// Packed for the matrix multiply; the unpacked values are dropped.
+    fn upload_weight(&self, data: Vec<f32>, out: usize, inp: usize) -> Result<Packed> {
+        if data.len() != out * inp {
+            return Err(Error::Backend {
+                message: format!("weight: {} values for [{out}, {inp}]", data.len()),
+            });
+        }
+        Ok(Packed::from_weight(&data, out, inp))
+    }
+
+    fn embed(
+        &self,
+        [word, position, token_type]: [&Tensor; 3],
+        ids: &[u32],
+        type_ids: &[u32],
+        shape: BatchShape,
+    ) -> Result<Tensor> {
+        let n = shape.tokens();
+        if ids.len() != n || type_ids.len() != n {
+            return Err(Error::Backend {
+                message: format!("embed: {} ids for {n} positions", ids.len()),
+            });
+        }
+        let ids = Tensor::from_slice(ids, n, &Device::Cpu)?;
+        let type_ids = Tensor::from_slice(type_ids, n, &Device::Cpu)?;
+        let hidden = word.dim(1)?;
+        timed("embed", || -> Result<Tensor> {
+            let positions = position
+                .narrow(0, 0, shape.seq)?
+                .unsqueeze(0)?
+                .broadcast_as((shape.batch, shape.seq, hidden))?
+                .reshape((n, hidden))?;
+            let x = word
+                .index_select(&ids, 0)?
+                .add(&token_type.index_select(&type_ids, 0)?)?
+                .add(&positions)?;
+            Ok(x)
+        })
+    }
+
+    fn linear(
+        &self,
+        x: &Tensor,
+        w: &Packed,
+        b: Option<&Tensor>,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let (m, k) = dims2("linear", x)?;
+        let n = w.n();
+        if k != w.k() || b.is_some_and(|b| b.elem_count() != n) {
+            return Err(Error::Backend {
+                message: format!("linear: [{m}, {k}] by a [{n}, {}] weight", w.k()),
+            });
+        }
+        // A view (the pooler's first token) is copied; everything else is already dense.
+        let x = x.contiguous()?;
+        let xs = values(&x)?;
+        let bias = b.map(values).transpose()?;
+        let mut out = vec![0f32; m * n];
+        timed("matmul", || {
+            let ep = Epilogue {
+                alpha: 1.0,
+                bias: bias.as_deref(),
+                act,
+            };
+            gemm(
+                Rows {
+                    data: &xs,
+                    m,
+                    lda: k,
+                },
+                w,
+                &mut out,
+                n,
+                &ep,
+            )
+        });
+        matrix(out, m, n)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let (rows, cols) = dims2("layer_norm", x)?;
+        let shapes_agree = residual.is_none_or(|r| r.elem_count() == rows * cols)
+            && gamma.elem_count() == cols
+            && beta.elem_count() == cols;
+        if !shapes_agree {
+            return Err(Error::Backend {
+                message: format!("layer_norm: [{rows}, {cols}] with mismatched operands"),
+            });
+        }
+        let (xs, gamma, beta) = (values(x)?, values(gamma)?, values(beta)?);
+        let residual = residual.map(values).transpose()?;
+        let mut out = vec![0f32; rows * cols];
+        timed("layer_norm", || {
+            for (i, o) in out.chunks_exact_mut(cols).enumerate() {
+                let r = residual.as_deref().map(|r| &r[i * cols..][..cols]);
+                math::layer_norm_row(&xs[i * cols..][..cols], r, &gamma, &beta, eps as f32, o);
+            }
+        });
+        matrix(out, rows, cols)
+    }
+
+    fn key_mask(&self, mask: &[u32], shape: BatchShape) -> Result<Tensor> {
+        let data: Vec<f32> = mask
+            .iter()
+            .map(|&m| if m != 0 { 1.0 } else { 0.0 })
+            .collect();
+        Ok(Tensor::from_vec(
+            data,
+            (shape.batch, shape.seq),
+            &Device::Cpu,
+        )?)
+    }
+
+    fn attention(
+        &self,
+        qkv: &Tensor,
+        key_mask: &Tensor,
+        shape: BatchShape,
+        heads: usize,
+    ) -> Result<Tensor> {
+        let BatchShape { batch, seq } = shape;
+        let (rows, cols) = dims2("attention", qkv)?;
+        let hidden = cols / 3;
+        if rows != batch * seq
+            || cols % 3 != 0
+            || heads == 0
+            || hidden % heads != 0
+            || key_mask.elem_count() != rows
+        {
+            return Err(Error::Backend {
+                message: format!("attention: [{rows}, {cols}] for {batch}x{seq}, {heads} heads"),
+            });
+        }
+        let (qkv, mask) = (values(qkv)?, values(key_mask)?);
+        let mut out = vec![0f32; rows * hidden];
+        timed("attention", || {
+            attention::attention(&qkv, &mask, (batch, seq), heads, &mut out)
+        });
+        matrix(out, rows, hidden)
+    }
+
+    fn reduce(
+        &self,
+        x: &Tensor,
+        key_mask: &Tensor,
+        shape: BatchShape,
+        how: Reduce,
+    ) -> Result<Tensor> {
+        timed("pool", || -> Result<Tensor> {
+            let hidden = x.dim(1)?;
+            let x = x.reshape((shape.batch, shape.seq, hidden))?;
+            let pooled = match how {
+                Reduce::First => x.narrow(1, 0, 1)?.squeeze(1)?,
+                Reduce::MaskedMean => {
+                    let mask = key_mask.unsqueeze(2)?;
+                    let sum = x.broadcast_mul(&mask)?.sum(1)?;
+                    let count = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
+                    sum.broadcast_div(&count)?
+                }
+            };
+            Ok(pooled)
+        })
+    }
+
+    fn l2_normalize(&self, x: &Tensor) -> Result<Tensor> {
+        let norm = x
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12f32, f32::MAX)?;
+        Ok(x.broadcast_div(&norm)?)
+    }
+
+    fn read(&self, x: &Tensor) -> Result<Vec<f32>> {
+        Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+}
