@@ -1,7 +1,8 @@
 // The Chromium runners of `cargo xtask bench` (page ?runner=amphi|ort-web|transformers): each
 // times embeddings on the shapes of /inputs.json in this tab's main thread, on the CPU (wasm, one
-// thread), and leaves { runtime, results } (or { error }) in `window.benchResult`.
-import { measure, ortEmbedder } from './timing.mjs';
+// thread), and leaves { runtime, kernels, results } (or { error }) in `window.benchResult`. The
+// amphi runner also times amphi.wasm's kernel probes in this tab's V8.
+import { kernelProbes, measure, ortEmbedder } from './timing.mjs';
 
 const runner = new URLSearchParams(location.search).get('runner');
 const log = (line) => { document.getElementById('log').textContent += `${line}\n`; console.log(`${runner} (Chromium): ${line}`); };
@@ -44,8 +45,14 @@ try {
   const make = { amphi, 'ort-web': ortWeb, transformers }[runner];
   if (!make) throw new Error(`unknown runner ${runner}`);
   const [runtime, embed] = await make();
+  let kernels = null;
+  if (runner === 'amphi') {
+    const wasm = await (await fetch('./node_modules/amphi/dist/amphi.wasm')).arrayBuffer();
+    kernels = { ...(await kernelProbes(wasm)), kernel: 'amphi.wasm simd128 (Chromium V8)' };
+    log(`peak ${kernels.peak_gflops.toFixed(1)} GFLOP/s; matmul on MiniLM's shapes ${kernels.matmul_gflops.toFixed(1)} GFLOP/s`);
+  }
   const results = await measure(shapes, embed, undefined, log);
-  window.benchResult = { runtime, results };
+  window.benchResult = { runtime, kernels, results };
 } catch (e) {
   log(`error: ${e?.stack ?? e}`);
   window.benchResult = { error: String(e?.stack ?? e) };

@@ -149,7 +149,9 @@ pub(crate) fn bench() -> Result<()> {
         &inputs.to_string_lossy(),
     ]))?;
 
-    step("amphi native (1 thread, with its per-op profile) and amphi.wasm under wasmtime");
+    step(
+        "amphi native (1 thread, with its per-op profile) and amphi.wasm under wasmtime (with and without deadlines)",
+    );
     let native = out.join("amphi-native.json");
     run(amphi_bench(&[
         "--runtime",
@@ -159,13 +161,15 @@ pub(crate) fn bench() -> Result<()> {
         &native.to_string_lossy(),
     ])
     .env("RAYON_NUM_THREADS", "1"))?;
-    let in_wasm = out.join("amphi-wasm.json");
-    run(&mut amphi_bench(&[
-        "--runtime",
-        "wasm",
-        "--out",
-        &in_wasm.to_string_lossy(),
-    ]))?;
+    for (file, extra) in [
+        ("amphi-wasm.json", None),
+        ("amphi-wasm-no-deadline.json", Some("--no-deadline")),
+    ] {
+        let path = out.join(file).to_string_lossy().into_owned();
+        let mut args = vec!["--runtime", "wasm", "--out", &path];
+        args.extend(extra);
+        run(&mut amphi_bench(&args))?;
+    }
 
     step("onnxruntime (PyPI): 1 thread, all threads");
     for (threads, file) in [("1", "ort-1.json"), ("0", "ort-all.json")] {

@@ -55,6 +55,9 @@ pub(crate) struct BenchArgs {
     /// Skip the kernel microbenchmarks (peak and matrix multiply GFLOP/s).
     #[arg(long)]
     no_kernels: bool,
+    /// Wasm runtime: compile without interruption checks (`amphi serve --deadline-ms 0`).
+    #[arg(long)]
+    no_deadline: bool,
 }
 
 /// `n` texts of `seq - 2` words that are each one token of MiniLM's vocabulary, so that every
@@ -139,7 +142,7 @@ fn measure(probe: &mut Probe<'_>, flops_per_iter: f64) -> Result<f64> {
 
 /// The kernel microbenchmarks: the peak of the matrix multiply's instruction mix and the
 /// multiply on MiniLM's shapes, in the same engine as the model.
-fn kernels(runtime: RuntimeArg) -> Result<Value, Failure> {
+fn kernels(runtime: RuntimeArg, interrupt: bool) -> Result<Value, Failure> {
     let (name, peak, shapes) = match runtime {
         RuntimeArg::Native => {
             use amphi_core::probe;
@@ -170,7 +173,9 @@ fn kernels(runtime: RuntimeArg) -> Result<Value, Failure> {
             (probe::kernel().to_owned(), peak, shapes)
         }
         RuntimeArg::Wasm => {
-            let mut guest = wasm_runtime()?.instantiate().map_err(host_failure)?;
+            let mut guest = wasm_runtime(interrupt)?
+                .instantiate()
+                .map_err(host_failure)?;
             let missing = || anyhow::anyhow!("this amphi.wasm has no amphi_probe_* exports");
             let per = 96.0;
             let peak = measure(
@@ -234,18 +239,18 @@ fn native(dir: &str) -> Result<Embed<'static>> {
     }))
 }
 
-fn wasm_runtime() -> Result<amphi_serve::Runtime, Failure> {
+fn wasm_runtime(interrupt: bool) -> Result<amphi_serve::Runtime, Failure> {
     let artifact = amphi_serve::Artifact::read(&default_artifact()).map_err(host_failure)?;
-    amphi_serve::Runtime::new(
-        artifact,
-        Some(&crate::cache_dir().join("wasm")),
-        amphi_serve::GuestLimits::default(),
-    )
-    .map_err(host_failure)
+    let limits = amphi_serve::GuestLimits {
+        interrupt,
+        ..amphi_serve::GuestLimits::default()
+    };
+    amphi_serve::Runtime::new(artifact, Some(&crate::cache_dir().join("wasm")), limits)
+        .map_err(host_failure)
 }
 
-fn wasm(dir: &str) -> Result<Embed<'static>, Failure> {
-    let runtime = wasm_runtime()?;
+fn wasm(dir: &str, interrupt: bool) -> Result<Embed<'static>, Failure> {
+    let runtime = wasm_runtime(interrupt)?;
     let spec = amphi_serve::load_model_dir("model", dir.as_ref(), json!({"device": "cpu"}))
         .map_err(host_failure)?;
     let mut guest = runtime.instantiate().map_err(host_failure)?;
@@ -274,11 +279,14 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
     }
     let (name, mut embed) = match args.runtime {
         RuntimeArg::Native => ("amphi native", native(&dir)?),
-        RuntimeArg::Wasm => ("amphi.wasm (wasmtime)", wasm(&dir)?),
+        RuntimeArg::Wasm if args.no_deadline => {
+            ("amphi.wasm (wasmtime, no deadline)", wasm(&dir, false)?)
+        }
+        RuntimeArg::Wasm => ("amphi.wasm (wasmtime)", wasm(&dir, true)?),
     };
     let kernels = match args.no_kernels {
         true => Value::Null,
-        false => kernels(args.runtime)?,
+        false => kernels(args.runtime, !args.no_deadline)?,
     };
     let mut rows = Vec::new();
     for &(batch, seq) in &shapes {

@@ -487,7 +487,9 @@ struct ServeArgs {
     /// Truncate every input to at most this many tokens (default: the model's maximum).
     #[arg(long)]
     max_tokens: Option<usize>,
-    /// Per-request deadline inside wasm, in milliseconds (504 beyond).
+    /// Per-request deadline inside wasm, in milliseconds (504 beyond). 0: no deadline, and no
+    /// interruption checks in the compiled code, which makes the CPU path about 1.5× faster; a
+    /// runaway request then holds its instance until it ends.
     #[arg(long, default_value_t = 30_000)]
     deadline_ms: u64,
     /// Longest wait for a free instance, in milliseconds (503 beyond; default: the deadline).
@@ -553,7 +555,11 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
             ),
         });
     }
-    let deadline = std::time::Duration::from_millis(args.deadline_ms);
+    let interrupt = args.deadline_ms > 0;
+    let deadline = match interrupt {
+        true => std::time::Duration::from_millis(args.deadline_ms),
+        false => amphi_serve::GuestLimits::default().deadline,
+    };
     let config = amphi_serve::ServeConfig {
         addr: args.addr,
         artifact: args.artifact.unwrap_or_else(default_artifact),
@@ -567,6 +573,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         guest: amphi_serve::GuestLimits {
             memory_bytes: args.memory_mib << 20,
             deadline,
+            interrupt,
             ..amphi_serve::GuestLimits::default()
         },
         http: amphi_serve::HttpLimits {

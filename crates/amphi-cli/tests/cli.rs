@@ -306,8 +306,9 @@ fn models_by_hub_id_are_downloaded_into_the_cache() -> Result<()> {
 }
 
 /// `amphi bench`: the inputs are exactly `seq` tokens, and the embeddings it times agree between
-/// the native engine and amphi.wasm (cosine ≥ 0.9999, the harness's own check) and with a plain
-/// `amphi run` of the same texts (abs 1e-5).
+/// the native engine and amphi.wasm, with and without deadlines (cosine ≥ 0.9999, the harness's
+/// own check), and with a plain `amphi run` of the same texts (abs 1e-5). Every runtime also
+/// reports its kernel microbenchmarks.
 #[test]
 fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("amphi-bench-{}", std::process::id()));
@@ -339,8 +340,15 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
     let inputs: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("inputs.json"))?)?;
     let mut results = Vec::new();
-    for runtime in ["native", "wasm"] {
-        let out = path(&format!("{runtime}.json"));
+    for (i, (runtime, extra)) in [
+        ("native", None),
+        ("wasm", None),
+        ("wasm", Some("--no-deadline")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = path(&format!("{i}.json"));
         let status = amphi(
             &[
                 &[
@@ -354,6 +362,7 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
                 ],
                 &shapes[..],
                 &quick[..],
+                extra.as_slice(),
             ]
             .concat(),
             None,
@@ -363,9 +372,15 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
             "{}",
             String::from_utf8_lossy(&status.stderr)
         );
-        results.push(serde_json::from_slice::<serde_json::Value>(
-            &std::fs::read(&out)?,
-        )?);
+        let result = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&out)?)?;
+        let kernels = &result["kernels"];
+        for key in ["peak_gflops", "matmul_gflops"] {
+            ensure!(
+                kernels[key].as_f64().is_some_and(|g| g > 0.0),
+                "{runtime} {extra:?}: {key} in {kernels}"
+            );
+        }
+        results.push(result);
     }
     for (s, shape) in inputs["shapes"]
         .as_array()
@@ -395,16 +410,19 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
         let floats = |v: &serde_json::Value| -> Result<Vec<Vec<f32>>> {
             Ok(serde_json::from_value(v.clone())?)
         };
-        let (native, wasm) = (
-            floats(&results[0]["results"][s]["embeddings"])?,
-            floats(&results[1]["results"][s]["embeddings"])?,
-        );
-        for (i, (a, b)) in native.iter().zip(&wasm).enumerate() {
-            let cos: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-            ensure!(
-                cos >= 0.9999,
-                "shape {s} text {i}: native vs wasm cosine {cos}"
-            );
+        let native = floats(&results[0]["results"][s]["embeddings"])?;
+        for other in &results[1..] {
+            let wasm = floats(&other["results"][s]["embeddings"])?;
+            for (i, (a, b)) in native.iter().zip(&wasm).enumerate() {
+                let cos: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                ensure!(
+                    cos >= 0.9999,
+                    "shape {s} text {i}: native vs {} cosine {cos}",
+                    other["runtime"]
+                );
+            }
+        }
+        for (i, a) in native.iter().enumerate() {
             assert_close(&format!("shape {s} text {i}"), a, &floats(&run)?[i], 1e-5)?;
         }
     }

@@ -266,3 +266,29 @@ fn precompiled_module_is_cached_and_reused() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// Without deadlines (`amphi serve --deadline-ms 0`) the module is compiled without interruption
+/// checks; the goldens still hold and the kernel probes run.
+#[test]
+fn goldens_without_deadlines() -> Result<()> {
+    let host = Wasm {
+        runtime: runtime(GuestLimits {
+            interrupt: false,
+            ..GuestLimits::default()
+        })?,
+        device: "cpu",
+        precision: "f32",
+        guests: Mutex::new(HashMap::new()),
+    };
+    checks::tiny_bert_hidden_states(&host)?;
+    checks::minilm(&host, &minilm_dir())?;
+    let mut guest = host.runtime.instantiate()?;
+    let peak = guest
+        .probe_peak(1000)?
+        .context("amphi.wasm exports the probes")?;
+    let matmul = guest
+        .probe_matmul((8, 16, 32), 10)?
+        .context("amphi.wasm exports the probes")?;
+    ensure!(peak > 0.0 && matmul > 0.0, "peak {peak}, matmul {matmul}");
+    Ok(())
+}
