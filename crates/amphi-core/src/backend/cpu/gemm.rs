@@ -77,7 +77,15 @@ impl Packed {
 
     /// A PyTorch linear weight `w` `[n, k]` (`out × in`), as `B = wᵀ`.
     pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
-        let mut p = Self::new();
+        Self::for_kernel(kernel(), w, n, k)
+    }
+
+    /// [`Packed::from_weight`] for a given microkernel.
+    fn for_kernel(kernel: Kernel, w: &[f32], n: usize, k: usize) -> Self {
+        let mut p = Self {
+            kernel,
+            ..Self::new()
+        };
         p.pack(w, k, n, 1, k);
         p
     }
@@ -215,10 +223,28 @@ mod tests {
             .collect()
     }
 
-    /// Against a plain f64 triple loop: |c − ref| ≤ 1e-6·(1 + Σ|a·b|) (f32 rounding over k
-    /// products in any order stays well inside that).
+    /// Every microkernel this machine can run.
+    fn kernels() -> Vec<Kernel> {
+        #[allow(unused_mut)]
+        let mut all = vec![kernel()];
+        #[cfg(target_arch = "x86_64")]
+        all.extend(super::super::x86::kernels());
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        all.push(super::super::portable::KERNEL);
+        all
+    }
+
+    /// Against a plain f64 triple loop, for every kernel this machine runs:
+    /// |c − ref| ≤ 1e-6·(1 + Σ|a·b|) (f32 rounding over k products in any order stays well
+    /// inside that).
     #[test]
     fn matches_a_plain_f64_product_on_ragged_shapes() {
+        for kernel in kernels() {
+            plain_product(kernel);
+        }
+    }
+
+    fn plain_product(kernel: Kernel) {
         for (i, &(m, n, k)) in [
             (1, 1, 1),
             (1, 17, 3),
@@ -234,7 +260,7 @@ mod tests {
             let (lda, ldc) = (k + 3, n + 5);
             let a = random(m * lda, i as u64);
             let w = random(n * k, 100 + i as u64);
-            let packed = Packed::from_weight(&w, n, k);
+            let packed = Packed::for_kernel(kernel, &w, n, k);
             let mut c = vec![7.0f32; m * ldc];
             let ep = Epilogue {
                 alpha: 1.0,
@@ -259,7 +285,7 @@ mod tests {
                     assert!(
                         (f64::from(got) - want).abs() <= tol,
                         "{m}x{n}x{k} [{r},{j}]: {got} vs {want} ({})",
-                        kernel().name
+                        kernel.name
                     );
                 }
             }

@@ -5,9 +5,9 @@
 //!   `A` make 15 of the 16 registers).
 
 use std::arch::x86_64::{
-    __m256, __m512, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
-    _mm256_storeu_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
-    _mm512_storeu_ps,
+    __m256, __m512, _MM_HINT_T0, _mm_prefetch, _mm256_broadcast_ss, _mm256_fmadd_ps,
+    _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
 use super::gemm::Kernel;
@@ -37,6 +37,19 @@ pub(crate) fn kernel() -> Option<Kernel> {
     }
 }
 
+/// Every x86 kernel this CPU can run (tests run each).
+#[cfg(test)]
+pub(crate) fn kernels() -> Vec<Kernel> {
+    let mut all = Vec::new();
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        all.push(AVX2_FMA);
+    }
+    if is_x86_feature_detected!("avx512f") {
+        all.push(AVX512);
+    }
+    all
+}
+
 /// # Safety
 /// See [`super::gemm::MicroFn`]; only selected where the CPU has AVX-512F.
 unsafe fn avx512_8x32(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32) {
@@ -52,6 +65,10 @@ unsafe fn avx512_8x32_impl(k: usize, a: *const *const f32, b: *const f32, tile: 
         let rows: [*const f32; 8] = std::array::from_fn(|r| *a.add(r));
         let mut c: [[__m512; 2]; 8] = [[_mm512_setzero_ps(); 2]; 8];
         for p in 0..k {
+            // The panel streams from memory when few rows share it (short inputs): ask for it
+            // 16 steps (2 KiB) ahead.
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(p * 32 + 512).cast());
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(p * 32 + 528).cast());
             let b0 = _mm512_loadu_ps(b.add(p * 32));
             let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
             for (row, acc) in rows.iter().zip(c.iter_mut()) {
@@ -82,6 +99,8 @@ unsafe fn avx2_6x16_impl(k: usize, a: *const *const f32, b: *const f32, tile: *m
         let rows: [*const f32; 6] = std::array::from_fn(|r| *a.add(r));
         let mut c: [[__m256; 2]; 6] = [[_mm256_setzero_ps(); 2]; 6];
         for p in 0..k {
+            // As in the AVX-512 kernel: the panel 2 KiB ahead.
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(p * 16 + 512).cast());
             let b0 = _mm256_loadu_ps(b.add(p * 16));
             let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
             for (row, acc) in rows.iter().zip(c.iter_mut()) {
