@@ -177,7 +177,7 @@ fn kernels(runtime: RuntimeArg, interrupt: bool) -> Result<Value, Failure> {
                 .instantiate()
                 .map_err(host_failure)?;
             let missing = || anyhow::anyhow!("this amphi.wasm has no amphi_probe_* exports");
-            let per = 96.0;
+            let per = 64.0;
             let peak = measure(
                 &mut |iters| guest.probe_peak(iters)?.ok_or_else(missing),
                 per,

@@ -27,7 +27,8 @@ macro_rules! kernel {
 }
 
 /// The f32 kernels: (name, entry point, source). Each file's entry point is named like it.
-const KERNELS: [(&str, &str, &str); 6] = [
+const KERNELS: [(&str, &str, &str); 7] = [
+    ("add", "add", kernel!("f32", "add")),
     ("matmul", "matmul", kernel!("f32", "matmul")),
     ("attention", "attention", kernel!("f32", "attention")),
     ("layer_norm", "layer_norm", kernel!("f32", "layer_norm")),
@@ -275,6 +276,34 @@ impl Backend for Gpu {
 
     fn upload_weight(&self, data: Vec<f32>, out: usize, inp: usize) -> Result<GpuTensor> {
         self.upload(data, &[out, inp])
+    }
+
+    fn activations(&self, data: Vec<f32>, rows: usize, cols: usize) -> Result<GpuTensor> {
+        if data.len() != rows * cols {
+            return Err(Error::Backend {
+                message: format!("activations: {} values for [{rows}, {cols}]", data.len()),
+            });
+        }
+        self.upload_bytes(bytemuck::cast_slice(&data), rows, cols)
+    }
+
+    fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        if (a.rows, a.cols) != (b.rows, b.cols) || a.f16 || b.f16 {
+            return Err(Error::Backend {
+                message: format!("add: [{}, {}] and [{}, {}]", a.rows, a.cols, b.rows, b.cols),
+            });
+        }
+        let n = a.rows * a.cols;
+        let out = self.alloc(a.rows, a.cols)?;
+        let wgs = n.div_ceil(256).max(1);
+        let (x, y) = (wgs.min(65_535), wgs.div_ceil(65_535));
+        self.run(
+            "add",
+            &[dim(n)?, 0],
+            &[a.id(), b.id(), out.id()],
+            [dim(x)?, dim(y)?, 1],
+        )?;
+        Ok(out)
     }
 
     fn embed(

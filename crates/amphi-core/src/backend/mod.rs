@@ -60,6 +60,13 @@ pub(crate) trait Backend {
     /// Uploads a linear layer's weight `[out, in]` (PyTorch layout).
     fn upload_weight(&self, data: Vec<f32>, out: usize, inp: usize) -> Result<Self::Weight>;
 
+    /// Uploads host data as an f32 activation `[rows, cols]` (image patches, tables added to
+    /// activations), whatever precision weights are stored in.
+    fn activations(&self, data: Vec<f32>, rows: usize, cols: usize) -> Result<Self::Tensor>;
+
+    /// `a + b`, element-wise, same shapes (residual connections).
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
     /// `word[ids] + position[0..seq] + token_type[type_ids]`, as `[batch*seq, hidden]`.
     fn embed(
         &self,

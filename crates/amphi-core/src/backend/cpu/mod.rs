@@ -159,6 +159,19 @@ impl Backend for Cpu {
         Ok(Packed::from_weight(&data, out, inp))
     }
 
+    fn activations(&self, data: Vec<f32>, rows: usize, cols: usize) -> Result<Tensor> {
+        if data.len() != rows * cols {
+            return Err(Error::Backend {
+                message: format!("activations: {} values for [{rows}, {cols}]", data.len()),
+            });
+        }
+        matrix(data, rows, cols)
+    }
+
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        timed("add", || Ok(a.add(b)?))
+    }
+
     fn embed(
         &self,
         [word, position, token_type]: [&Tensor; 3],

@@ -5,41 +5,10 @@ mod config;
 pub use config::Config;
 pub(crate) use config::{CONFIG_FILE, HeadKind};
 
+use super::layers::{LayerNorm, Linear};
 use crate::backend::{Activation, Backend, BatchShape, Reduce};
 use crate::error::{Error, Result};
 use crate::weights::{WEIGHTS_FILE, Weights};
-
-struct Linear<B: Backend> {
-    w: B::Weight,
-    b: B::Tensor,
-}
-
-impl<B: Backend> Linear<B> {
-    fn load(be: &B, w: &Weights, name: &str, out: usize, inp: usize) -> Result<Self> {
-        Ok(Self {
-            w: w.get_weight(be, &format!("{name}.weight"), out, inp)?,
-            b: w.get(be, &format!("{name}.bias"), &[out])?,
-        })
-    }
-
-    fn forward(&self, be: &B, x: &B::Tensor, act: Activation) -> Result<B::Tensor> {
-        be.linear(x, &self.w, Some(&self.b), act)
-    }
-}
-
-struct LayerNorm<B: Backend> {
-    gamma: B::Tensor,
-    beta: B::Tensor,
-}
-
-impl<B: Backend> LayerNorm<B> {
-    fn load(be: &B, w: &Weights, name: &str, size: usize) -> Result<Self> {
-        Ok(Self {
-            gamma: w.get(be, &format!("{name}.weight"), &[size])?,
-            beta: w.get(be, &format!("{name}.bias"), &[size])?,
-        })
-    }
-}
 
 struct Layer<B: Backend> {
     qkv: Linear<B>,
