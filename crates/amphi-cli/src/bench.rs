@@ -140,60 +140,82 @@ fn measure(probe: &mut Probe<'_>, flops_per_iter: f64) -> Result<f64> {
     Ok(stats(&mut runs).0)
 }
 
-/// The kernel microbenchmarks: the peak of the matrix multiply's instruction mix and the
-/// multiply on MiniLM's shapes, in the same engine as the model.
+/// The kernel microbenchmarks of one engine; each returns GFLOP/s over `iters` iterations.
+trait Probes {
+    /// Flops per iteration of the peak loop.
+    fn peak_flops(&self) -> f64;
+    fn peak(&mut self, iters: u32) -> Result<f64>;
+    fn matmul(&mut self, shape: (u32, u32, u32), iters: u32) -> Result<f64>;
+}
+
+/// The engine linked into this program, timed here.
+struct NativeProbes;
+
+impl Probes for NativeProbes {
+    fn peak_flops(&self) -> f64 {
+        amphi_core::probe::peak_flops_per_iter() as f64
+    }
+
+    fn peak(&mut self, iters: u32) -> Result<f64> {
+        let t = Instant::now();
+        std::hint::black_box(amphi_core::probe::peak(iters));
+        Ok(self.peak_flops() * f64::from(iters) / t.elapsed().as_secs_f64() / 1e9)
+    }
+
+    fn matmul(&mut self, (m, n, k): (u32, u32, u32), iters: u32) -> Result<f64> {
+        let t = Instant::now();
+        std::hint::black_box(amphi_core::probe::matmul(
+            m as usize, n as usize, k as usize, iters,
+        ));
+        let flops = 2.0 * f64::from(m * n) * f64::from(k) * f64::from(iters);
+        Ok(flops / t.elapsed().as_secs_f64() / 1e9)
+    }
+}
+
+/// amphi.wasm's `amphi_probe_*` exports, timed by the serverless host's runtime.
+struct WasmProbes(amphi_serve::Guest);
+
+impl Probes for WasmProbes {
+    fn peak_flops(&self) -> f64 {
+        64.0
+    }
+
+    fn peak(&mut self, iters: u32) -> Result<f64> {
+        self.0
+            .probe_peak(iters)?
+            .context("amphi.wasm has no amphi_probe_* exports")
+    }
+
+    fn matmul(&mut self, shape: (u32, u32, u32), iters: u32) -> Result<f64> {
+        self.0
+            .probe_matmul(shape, iters)?
+            .context("amphi.wasm has no amphi_probe_* exports")
+    }
+}
+
+/// The kernel microbenchmarks: the peak of the matrix multiply's arithmetic and the multiply on
+/// MiniLM's shapes, in the same engine as the model.
 fn kernels(runtime: RuntimeArg, interrupt: bool) -> Result<Value, Failure> {
-    let (name, peak, shapes) = match runtime {
-        RuntimeArg::Native => {
-            use amphi_core::probe;
-            let per = probe::peak_flops_per_iter() as f64;
-            let peak = measure(
-                &mut |iters| {
-                    let t = Instant::now();
-                    std::hint::black_box(probe::peak(iters));
-                    Ok(per * f64::from(iters) / t.elapsed().as_secs_f64() / 1e9)
-                },
-                per,
-            )?;
-            let mut shapes = Vec::new();
-            for (m, n, k) in MATMUL_SHAPES {
-                let flops = 2.0 * f64::from(m * n) * f64::from(k);
-                let g = measure(
-                    &mut |iters| {
-                        let t = Instant::now();
-                        std::hint::black_box(probe::matmul(
-                            m as usize, n as usize, k as usize, iters,
-                        ));
-                        Ok(flops * f64::from(iters) / t.elapsed().as_secs_f64() / 1e9)
-                    },
-                    flops,
-                )?;
-                shapes.push(((m, n, k), g));
-            }
-            (probe::kernel().to_owned(), peak, shapes)
-        }
+    let (name, mut probes): (String, Box<dyn Probes>) = match runtime {
+        RuntimeArg::Native => (
+            amphi_core::probe::kernel().to_owned(),
+            Box::new(NativeProbes),
+        ),
         RuntimeArg::Wasm => {
-            let mut guest = wasm_runtime(interrupt)?
+            let guest = wasm_runtime(interrupt)?
                 .instantiate()
                 .map_err(host_failure)?;
-            let missing = || anyhow::anyhow!("this amphi.wasm has no amphi_probe_* exports");
-            let per = 64.0;
-            let peak = measure(
-                &mut |iters| guest.probe_peak(iters)?.ok_or_else(missing),
-                per,
-            )?;
-            let mut shapes = Vec::new();
-            for (m, n, k) in MATMUL_SHAPES {
-                let flops = 2.0 * f64::from(m * n) * f64::from(k);
-                let g = measure(
-                    &mut |iters| guest.probe_matmul((m, n, k), iters)?.ok_or_else(missing),
-                    flops,
-                )?;
-                shapes.push(((m, n, k), g));
-            }
-            ("amphi.wasm simd128".to_owned(), peak, shapes)
+            ("amphi.wasm simd128".to_owned(), Box::new(WasmProbes(guest)))
         }
     };
+    let per = probes.peak_flops();
+    let peak = measure(&mut |iters| probes.peak(iters), per)?;
+    let mut shapes = Vec::new();
+    for (m, n, k) in MATMUL_SHAPES {
+        let flops = 2.0 * f64::from(m * n) * f64::from(k);
+        let g = measure(&mut |iters| probes.matmul((m, n, k), iters), flops)?;
+        shapes.push(((m, n, k), g));
+    }
     // The model's mix: each shape weighted by its flops.
     let (flops, secs) = shapes.iter().fold((0.0, 0.0), |(f, s), &((m, n, k), g)| {
         let fl = 2.0 * f64::from(m * n) * f64::from(k);

@@ -525,6 +525,7 @@ impl Backend for Gpu {
 mod tests {
     use super::*;
     use crate::backend::cpu::{Cpu, Packed};
+    use crate::backend::tests::random;
 
     fn gpu() -> Gpu {
         gpu_with(Precision::F32)
@@ -535,21 +536,6 @@ mod tests {
             panic!("GPU kernel tests need a GPU adapter (in CI: Mesa lavapipe, apt-get install mesa-vulkan-drivers): {e}")
         });
         Gpu::new(Arc::new(host), precision).expect("kernels compile")
-    }
-
-    /// Deterministic values in [-1, 1).
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
     }
 
     fn close(what: &str, gpu: &[f32], cpu: &[f32]) {

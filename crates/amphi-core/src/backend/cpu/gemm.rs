@@ -210,18 +210,7 @@ fn rows_parallel(m: usize, _ldc: usize, c: &mut [f32], _work_per_row: usize, f: 
 mod tests {
     use super::*;
     use crate::backend::Activation;
-
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::backend::tests::random;
 
     /// Every microkernel this machine can run.
     fn kernels() -> Vec<Kernel> {

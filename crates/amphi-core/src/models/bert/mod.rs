@@ -83,21 +83,8 @@ impl<B: Backend> Bert<B> {
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let n = format!("{p}encoder.layer.{l}");
-            let qkv_names = |suffix: &str| -> Vec<String> {
-                ["query", "key", "value"]
-                    .iter()
-                    .map(|m| format!("{n}.attention.self.{m}.{suffix}"))
-                    .collect()
-            };
             layers.push(Layer {
-                qkv: Linear {
-                    w: be.upload_weight(
-                        w.read_stacked(&qkv_names("weight"), &[h, h])?,
-                        3 * h,
-                        h,
-                    )?,
-                    b: be.upload(w.read_stacked(&qkv_names("bias"), &[h])?, &[3 * h])?,
-                },
+                qkv: Linear::load_qkv(be, w, |m| format!("{n}.attention.self.{m}"), h)?,
                 attention_out: Linear::load(be, w, &format!("{n}.attention.output.dense"), h, h)?,
                 attention_norm: LayerNorm::load(
                     be,

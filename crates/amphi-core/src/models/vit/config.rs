@@ -55,23 +55,14 @@ impl Config {
     }
 
     pub(crate) fn activation(&self) -> Result<Activation> {
-        match self.hidden_act.as_str() {
-            "gelu" => Ok(Activation::GeluErf),
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
-            "relu" => Ok(Activation::Relu),
-            other => Err(invalid(format!("hidden_act `{other}` is not supported"))),
-        }
+        crate::models::layers::activation(&self.hidden_act)
+            .ok_or_else(|| invalid(format!("hidden_act `{}` is not supported", self.hidden_act)))
     }
 
     /// Label names in id order (`id2label`), or `LABEL_i` when the config has none.
     pub(crate) fn labels(&self, num_labels: usize) -> Result<Vec<String>> {
-        (0..num_labels)
-            .map(|i| match self.id2label.get(&i.to_string()) {
-                Some(label) => Ok(label.clone()),
-                None if self.id2label.is_empty() => Ok(format!("LABEL_{i}")),
-                None => Err(invalid(format!("id2label has no entry for id {i}"))),
-            })
-            .collect()
+        crate::models::layers::labels(&self.id2label, num_labels)
+            .map_err(|i| invalid(format!("id2label has no entry for id {i}")))
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

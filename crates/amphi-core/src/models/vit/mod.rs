@@ -60,22 +60,9 @@ impl<B: Backend> Vit<B> {
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let n = format!("vit.encoder.layer.{l}");
-            let qkv_names = |suffix: &str| -> Vec<String> {
-                ["query", "key", "value"]
-                    .iter()
-                    .map(|m| format!("{n}.attention.attention.{m}.{suffix}"))
-                    .collect()
-            };
             layers.push(Layer {
                 norm_before: LayerNorm::load(be, w, &format!("{n}.layernorm_before"), h)?,
-                qkv: Linear {
-                    w: be.upload_weight(
-                        w.read_stacked(&qkv_names("weight"), &[h, h])?,
-                        3 * h,
-                        h,
-                    )?,
-                    b: be.upload(w.read_stacked(&qkv_names("bias"), &[h])?, &[3 * h])?,
-                },
+                qkv: Linear::load_qkv(be, w, |m| format!("{n}.attention.attention.{m}"), h)?,
                 attention_out: Linear::load(be, w, &format!("{n}.attention.output.dense"), h, h)?,
                 norm_after: LayerNorm::load(be, w, &format!("{n}.layernorm_after"), h)?,
                 intermediate: Linear::load(be, w, &format!("{n}.intermediate.dense"), i, h)?,
