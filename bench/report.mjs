@@ -83,7 +83,7 @@ if (simd.length) {
 p();
 const probed = Object.values(runs).filter((r) => r.kernels);
 if (probed.length) {
-  p('Kernel microbenchmarks (same run, one thread): the peak of the arithmetic the matrix-multiply kernel does, without its loads (in amphi.wasm the kernel's own mix: eight `f32x4` products of changing vectors added to eight accumulators, as SIMD128 has no fused multiply-add; natively twelve independent FMA chains of the kernel's width), and amphi\'s multiply on MiniLM\'s linear layers at 128 tokens (QKV 128×1152×384, attention output 128×384×384, FFN in 128×1536×384, FFN out 128×384×1536), weighted by their flops:');
+  p('Kernel microbenchmarks (same run, one thread): the peak of the arithmetic the matrix-multiply kernel does, without its loads (in amphi.wasm the kernel\'s own mix: eight `f32x4` products of changing vectors added to eight accumulators, as SIMD128 has no fused multiply-add; natively twelve independent FMA chains of the kernel\'s width), and amphi\'s multiply on MiniLM\'s linear layers at 128 tokens (QKV 128×1152×384, attention output 128×384×384, FFN in 128×1536×384, FFN out 128×384×1536), weighted by their flops:');
   p();
   p('| engine | kernel | peak GFLOP/s | matmul GFLOP/s (QKV, attn out, FFN in, FFN out) | matmul / peak |');
   p('|---|---|---|---|---|');
