@@ -89,7 +89,17 @@ function webgpu() {
   return adapterInfo;
 }
 
-const api = createApi({ fetchFiles, compileArtifact, webgpu });
+/** An image input given as a string: a URL (relative to the page), `data:` or `blob:` URL. */
+async function readImage(source) {
+  const url = new URL(source, globalThis.location?.href);
+  const response = await fetch(url).catch((e) => {
+    throw new AmphiError('download_failed', `${String(url).slice(0, 80)}: ${e.message}`);
+  });
+  if (!response.ok) throw new AmphiError('download_failed', `${url} answered ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+const api = createApi({ fetchFiles, compileArtifact, readImage, webgpu });
 
 /** Loads a model for a task; with `{ worker: true }` it runs in a module Web Worker. */
 export function pipeline(task, model, options = {}) {

@@ -8,6 +8,7 @@ export const MODEL_FILES = [
   'config.json',
   'model.safetensors',
   'tokenizer.json',
+  'preprocessor_config.json',
   'tokenizer_config.json',
   'special_tokens_map.json',
   'modules.json',
@@ -19,7 +20,12 @@ export const MODEL_FILES = [
  * checking the architecture, so an unsupported model says so rather than "missing file").
  */
 export const REQUIRED_FILES = new Set(['config.json']);
-export const TASKS = ['feature-extraction', 'text-classification', 'token-classification'];
+export const TASKS = [
+  'feature-extraction',
+  'text-classification',
+  'token-classification',
+  'image-classification',
+];
 
 /** Errors thrown by amphi: `code` is stable (see the README); `message` is for people. */
 export class AmphiError extends Error {
@@ -119,6 +125,57 @@ export async function download(url, file, progress) {
   return bytes;
 }
 
+/** Raw pixels `{data, width, height}` (an `ImageData` or alike) as an RGBA attachment. */
+function rawPixels(image, attach) {
+  const { data, width, height } = image;
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return { blob: attach(bytes), width, height };
+}
+
+/**
+ * One image input as a request reference (`{blob}`, `{blob, width, height}`) and its
+ * attachment: bytes of an encoded file (Uint8Array, ArrayBuffer, Blob, or a URL / path the
+ * platform reads), or the pixels of an ImageData, ImageBitmap, canvas, <img> or VideoFrame
+ * (drawn once into an OffscreenCanvas: no re-encoding).
+ */
+async function imageRef(source, attach, platform) {
+  if (source instanceof Uint8Array) return { blob: attach(source) };
+  if (source instanceof ArrayBuffer) return { blob: attach(new Uint8Array(source)) };
+  if (ArrayBuffer.isView(source)) {
+    return { blob: attach(new Uint8Array(source.buffer, source.byteOffset, source.byteLength)) };
+  }
+  if (typeof Blob !== 'undefined' && source instanceof Blob) {
+    return { blob: attach(new Uint8Array(await source.arrayBuffer())) };
+  }
+  if (typeof source === 'string' || source instanceof URL) {
+    return { blob: attach(await platform.readImage(String(source))) };
+  }
+  if (source && typeof source === 'object' && source.data && Number.isInteger(source.width) && Number.isInteger(source.height)) {
+    return rawPixels(source, attach);
+  }
+  const width = source?.naturalWidth ?? source?.displayWidth ?? source?.width;
+  const height = source?.naturalHeight ?? source?.displayHeight ?? source?.height;
+  if (typeof OffscreenCanvas !== 'undefined' && Number.isInteger(width) && Number.isInteger(height)) {
+    if (width === 0 || height === 0) {
+      throw new AmphiError('invalid_image', `the image is ${width}×${height}: empty`);
+    }
+    const ctx = new OffscreenCanvas(width, height).getContext('2d', { willReadFrequently: true });
+    ctx.drawImage(source, 0, 0);
+    return rawPixels(ctx.getImageData(0, 0, width, height), attach);
+  }
+  throw new AmphiError('invalid_input', 'an image must be a URL or path, a Blob, bytes (Uint8Array or ArrayBuffer), ImageData, an ImageBitmap or a canvas');
+}
+
+/** The request and attachments of an image-classification call. */
+async function imageRequest(inputs, params, platform) {
+  const attachments = [];
+  const attach = (bytes) => attachments.push(bytes) - 1;
+  const refs = Array.isArray(inputs)
+    ? await Promise.all(inputs.map((i) => imageRef(i, attach, platform)))
+    : await imageRef(inputs, attach, platform);
+  return { request: { inputs: refs, parameters: params }, attachments };
+}
+
 /** Call options are the pipeline's parameters (Hugging Face names); `undefined` means unset. */
 function parameters(options) {
   return Object.fromEntries(Object.entries(options ?? {}).filter(([, v]) => v !== undefined));
@@ -170,6 +227,7 @@ export function createApi(platform) {
     }
     const loadOptions = { device, precision };
     if (options.maxLength !== undefined) loadOptions.max_length = options.maxLength;
+    if (options.maxImagePixels !== undefined) loadOptions.max_image_pixels = options.maxImagePixels;
     // `auto` skips a software adapter (SwiftShader): amphi's CPU kernels are faster.
     const gpu = device === 'cpu' ? null : await platform.webgpu();
     const e = await getEngine(Boolean(gpu) && (device === 'gpu' || !gpu.software));
@@ -210,8 +268,10 @@ export function createApi(platform) {
           }
           const t0 = now();
           const { engine, handle } = state;
-          const request = { inputs, parameters: parameters(runOptions) };
-          const output = await serialised(engine, () => handle.run(task, request));
+          const { request, attachments } = task === 'image-classification'
+            ? await imageRequest(inputs, parameters(runOptions), platform)
+            : { request: { inputs, parameters: parameters(runOptions) }, attachments: undefined };
+          const output = await serialised(engine, () => handle.run(task, request, attachments));
           fn.lastRun = { ms: now() - t0, tokens: state.handle.lastTokens(), device: state.info.device };
           return output;
         } catch (e) {

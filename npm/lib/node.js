@@ -101,8 +101,25 @@ async function compileArtifact() {
   return artifact;
 }
 
+/** An image input given as a string: a file path or `file:` URL, else an http(s) or data URL. */
+async function readImage(source) {
+  if (/^(https?|data|blob):/.test(source)) {
+    const response = await fetch(source).catch((e) => {
+      throw new AmphiError('download_failed', `${source.slice(0, 80)}: ${e.message}`);
+    });
+    if (!response.ok) throw new AmphiError('download_failed', `${source} answered ${response.status}`);
+    return new Uint8Array(await response.arrayBuffer());
+  }
+  const path = source.startsWith('file:') ? fileURLToPath(source) : source;
+  try {
+    return new Uint8Array(await readFile(path));
+  } catch (e) {
+    throw new AmphiError('invalid_input', `${path}: ${e.message}`);
+  }
+}
+
 // Node has no WebGPU: `device: 'webgpu'` is device_unavailable.
-const api = createApi({ fetchFiles, compileArtifact, webgpu: async () => null });
+const api = createApi({ fetchFiles, compileArtifact, readImage, webgpu: async () => null });
 
 /** Loads a model for a task; see index.d.ts. */
 export const pipeline = api.pipeline;

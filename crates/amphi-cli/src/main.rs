@@ -3,6 +3,7 @@
 //! ```text
 //! amphi run feature-extraction --model ./all-MiniLM-L6-v2 "hello world"
 //! echo '["good", "bad"]' | amphi run text-classification --model ./sst2 --top-k 2
+//! amphi run image-classification --model ./vit photo.jpg
 //! ```
 //!
 //! The result is printed as JSON on stdout. Errors are one line on stderr,
@@ -21,13 +22,17 @@ mod bench;
 
 use amphi_core::{
     Aggregation, ClassifierFunction, Device, Inputs, LoadOptions, ModelFiles, Pipeline, Pooling,
-    Precision, Request, RunOptions, Task, TextInput, TopK,
+    Precision, Request, RunOptions, Started, Task, TextInput, TopK,
 };
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "amphi", version, about = "Run NLP pipelines with amphi")]
+#[command(
+    name = "amphi",
+    version,
+    about = "Run NLP and vision pipelines with amphi"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,6 +61,7 @@ enum TaskArg {
     FeatureExtraction,
     TextClassification,
     TokenClassification,
+    ImageClassification,
 }
 
 impl From<TaskArg> for Task {
@@ -64,6 +70,7 @@ impl From<TaskArg> for Task {
             TaskArg::FeatureExtraction => Task::FeatureExtraction,
             TaskArg::TextClassification => Task::TextClassification,
             TaskArg::TokenClassification => Task::TokenClassification,
+            TaskArg::ImageClassification => Task::ImageClassification,
         }
     }
 }
@@ -89,8 +96,9 @@ impl From<DeviceArg> for Device {
 struct RunArgs {
     /// The task.
     task: TaskArg,
-    /// The text to process. Without it, a JSON array of inputs is read from stdin (strings or
-    /// `{"text": .., "text_pair": ..}` objects).
+    /// The text to process (image-classification: an image file, PNG, JPEG or WebP; `-` reads
+    /// it from stdin). Without it, a JSON array of inputs is read from stdin (strings or
+    /// `{"text": .., "text_pair": ..}` objects; image-classification: file paths).
     input: Option<String>,
     /// Model folder in the Hugging Face layout, or a hub id `org/name[@revision]` (downloaded
     /// from `$HF_ENDPOINT`/{repo}/resolve/{revision}/{file} into the amphi cache).
@@ -119,10 +127,10 @@ struct RunArgs {
     /// feature-extraction: L2-normalise the vectors (default: the model folder's).
     #[arg(long)]
     normalize: Option<bool>,
-    /// text-classification: number of labels to return, or `all`.
+    /// text- and image-classification: number of labels to return, or `all`.
     #[arg(long, value_parser = parse_top_k)]
     top_k: Option<TopK>,
-    /// text-classification: softmax, sigmoid or none.
+    /// text- and image-classification: softmax, sigmoid or none.
     #[arg(long, value_parser = parse_function)]
     function_to_apply: Option<ClassifierFunction>,
     /// token-classification: none or simple.
@@ -288,8 +296,44 @@ fn native_gpu(device: Device) -> Result<Option<Arc<dyn amphi_core::gpu::GpuHost>
     }
 }
 
+/// The images of an image-classification run: the INPUT file (`-`: stdin), else a JSON array
+/// of paths on stdin. Returns the request's `inputs` (attachment references) and the bytes.
+fn read_images(args: &RunArgs) -> anyhow::Result<(serde_json::Value, Vec<Vec<u8>>)> {
+    let read = |path: &str| -> anyhow::Result<Vec<u8>> {
+        if path == "-" {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading stdin")?;
+            return Ok(bytes);
+        }
+        std::fs::read(path).with_context(|| format!("reading {path}"))
+    };
+    if let Some(path) = &args.input {
+        return Ok((serde_json::json!({"blob": 0}), vec![read(path)?]));
+    }
+    let mut stdin = String::new();
+    std::io::stdin()
+        .read_to_string(&mut stdin)
+        .context("reading stdin")?;
+    let paths: Vec<String> =
+        serde_json::from_str(&stdin).context("stdin must be a JSON array of image paths")?;
+    let blobs = paths
+        .iter()
+        .map(|p| read(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let refs = (0..blobs.len())
+        .map(|i| serde_json::json!({"blob": i}))
+        .collect();
+    Ok((serde_json::Value::Array(refs), blobs))
+}
+
 /// Runs the request through amphi.wasm; returns the JSON bytes and the device that ran.
-fn run_wasm(args: &RunArgs, request: &[u8]) -> Result<(Vec<u8>, String), Failure> {
+fn run_wasm(
+    args: &RunArgs,
+    request: &[u8],
+    attachments: &[&[u8]],
+) -> Result<(Vec<u8>, String), Failure> {
     let artifact = args.artifact.clone().unwrap_or_else(default_artifact);
     let artifact = amphi_serve::Artifact::read(&artifact).map_err(|e| Failure {
         code: "missing_file".into(),
@@ -323,7 +367,7 @@ fn run_wasm(args: &RunArgs, request: &[u8]) -> Result<(Vec<u8>, String), Failure
         .to_owned();
     let task: Task = args.task.into();
     let (json, _) = guest
-        .run(model, task.as_str(), request)
+        .run_with(model, task.as_str(), request, attachments)
         .map_err(guest_failure)?;
     Ok((json, device))
 }
@@ -342,7 +386,13 @@ fn model_folder(source: &str) -> Result<PathBuf, Failure> {
 
 fn run(mut args: RunArgs) -> Result<(), Failure> {
     args.model = model_folder(&args.model)?.to_string_lossy().into_owned();
-    let inputs = read_inputs(&args)?;
+    let image_task = matches!(args.task, TaskArg::ImageClassification);
+    let (inputs, attachments) = if image_task {
+        let (refs, blobs) = read_images(&args)?;
+        (Inputs::Many(Vec::new()), Some((refs, blobs)))
+    } else {
+        (read_inputs(&args)?, None)
+    };
     let parameters = RunOptions {
         pooling: args.pooling,
         normalize: args.normalize,
@@ -366,15 +416,26 @@ fn run(mut args: RunArgs) -> Result<(), Failure> {
                 device: args.device.into(),
                 max_length: args.max_length,
                 precision: args.precision,
+                max_image_pixels: None,
                 gpu: native_gpu(args.device.into())?,
             };
             let pipeline = Pipeline::load(args.task.into(), files, &options)?;
-            let json =
-                serde_json::to_vec(&pipeline.run_request(&request)?).map_err(|e| Failure {
-                    code: "internal_error".into(),
-                    client: false,
-                    message: e.to_string(),
-                })?;
+            let response = match &attachments {
+                None => pipeline.run_request(&request)?,
+                Some((refs, blobs)) => {
+                    match pipeline
+                        .start_json(&request_json(&request, Some(refs))?, blobs.clone())?
+                    {
+                        Started::Done(response) => response,
+                        Started::Pending(_) => unreachable!("native readbacks finish at once"),
+                    }
+                }
+            };
+            let json = serde_json::to_vec(&response).map_err(|e| Failure {
+                code: "internal_error".into(),
+                client: false,
+                message: e.to_string(),
+            })?;
             let device = match pipeline.model().adapter() {
                 Some(adapter) => format!(
                     "gpu adapter=\"{adapter}\" precision={}",
@@ -385,8 +446,13 @@ fn run(mut args: RunArgs) -> Result<(), Failure> {
             (json, device)
         }
         RuntimeArg::Wasm => {
-            let body = request_json(&request)?;
-            run_wasm(&args, &body)?
+            let refs = attachments.as_ref().map(|(refs, _)| refs);
+            let body = request_json(&request, refs)?;
+            let blobs: Vec<&[u8]> = attachments
+                .iter()
+                .flat_map(|(_, blobs)| blobs.iter().map(Vec::as_slice))
+                .collect();
+            run_wasm(&args, &body, &blobs)?
         }
     };
     let elapsed = started.elapsed();
@@ -415,8 +481,8 @@ fn run(mut args: RunArgs) -> Result<(), Failure> {
 }
 
 /// The request as the wasm ABI takes it: `{"inputs": ..., "parameters": {...}}` with only the
-/// options that were set.
-fn request_json(request: &Request) -> Result<Vec<u8>, Failure> {
+/// options that were set (`images`: the attachment references that replace the text inputs).
+fn request_json(request: &Request, images: Option<&serde_json::Value>) -> Result<Vec<u8>, Failure> {
     let p = &request.parameters;
     let mut params = serde_json::Map::new();
     let mut set = |k: &str, v: serde_json::Value| {
@@ -445,12 +511,17 @@ fn request_json(request: &Request) -> Result<Vec<u8>, Failure> {
     if let Some(v) = p.max_length {
         set("max_length", v.into());
     }
-    serde_json::to_vec(&serde_json::json!({"inputs": request.inputs, "parameters": params}))
-        .map_err(|e| Failure {
+    let inputs = match images {
+        Some(refs) => refs.clone(),
+        None => serde_json::json!(request.inputs),
+    };
+    serde_json::to_vec(&serde_json::json!({"inputs": inputs, "parameters": params})).map_err(|e| {
+        Failure {
             code: "internal_error".into(),
             client: false,
             message: e.to_string(),
-        })
+        }
+    })
 }
 
 #[derive(Args)]
@@ -478,9 +549,12 @@ struct ServeArgs {
     /// Requests that may wait for an instance; beyond that, 429.
     #[arg(long, default_value_t = 32)]
     max_waiting: usize,
-    /// Largest request body in bytes (413 beyond).
-    #[arg(long, default_value_t = 2 << 20)]
+    /// Largest request body in bytes (413 beyond); images are posted whole.
+    #[arg(long, default_value_t = 16 << 20)]
     max_body_bytes: usize,
+    /// Image models: refuse images with more pixels than this (decompression bombs; 413).
+    #[arg(long, default_value_t = 40_000_000)]
+    max_image_pixels: u64,
     /// Most inputs per request (413 beyond).
     #[arg(long, default_value_t = 64)]
     max_inputs: usize,
@@ -568,6 +642,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         device: Device::from(args.device).to_string(),
         precision: args.precision.to_string(),
         max_tokens: args.max_tokens,
+        max_image_pixels: Some(args.max_image_pixels),
         instances: args.instances,
         max_waiting: args.max_waiting,
         guest: amphi_serve::GuestLimits {

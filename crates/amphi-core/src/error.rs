@@ -57,6 +57,10 @@ pub enum Error {
     #[error("invalid input: {message}")]
     InvalidInput { message: String },
 
+    /// An image could not be decoded (corrupt, truncated, unknown format or zero-sized).
+    #[error("invalid image: {message}")]
+    InvalidImage { message: String },
+
     /// An input exceeds a configured limit.
     #[error("input too large: {message}")]
     InputTooLarge { message: String },
@@ -88,6 +92,7 @@ impl Error {
             Error::ShapeMismatch { .. } => "shape_mismatch",
             Error::Tokenizer { .. } => "tokenizer_error",
             Error::InvalidInput { .. } => "invalid_input",
+            Error::InvalidImage { .. } => "invalid_image",
             Error::InputTooLarge { .. } => "input_too_large",
             Error::UnsupportedTask { .. } => "unsupported_task",
             Error::DeviceUnavailable { .. } => "device_unavailable",

@@ -28,11 +28,13 @@ impl std::fmt::Debug for ModelFiles {
 
 impl ModelFiles {
     /// Every file the engine may read. `config.json`, `model.safetensors` and `tokenizer.json`
-    /// are required for text models; the others refine defaults when present.
+    /// are required for text models, `preprocessor_config.json` for image models; the others
+    /// refine defaults when present.
     pub const KNOWN: &'static [&'static str] = &[
         "config.json",
         "model.safetensors",
         "tokenizer.json",
+        "preprocessor_config.json",
         "tokenizer_config.json",
         "special_tokens_map.json",
         "modules.json",

@@ -25,18 +25,22 @@
 mod backend;
 mod error;
 mod files;
+pub mod image;
+mod loaded;
 mod model;
 mod models;
 mod pipelines;
 pub mod probe;
 pub mod profile;
 mod tokenizer;
+mod vision;
 mod weights;
 
 /// The GPU interface a host provides ([`LoadOptions::gpu`]); see the `amphi-gpu` crate.
 pub use amphi_gpu as gpu;
 pub use error::{Error, Result};
 pub use files::ModelFiles;
+pub use loaded::{Model, ModelInfo};
 pub use model::{
     Device, EmbeddingDefaults, LoadOptions, Pooling, Precision, RawOutput, RawTensor, TextModel,
 };
@@ -46,6 +50,7 @@ pub use pipelines::{
     Request, Response, RunOptions, Started, Task, TopK,
 };
 pub use tokenizer::TextInput;
+pub use vision::ImageModel;
 
 /// Tokenization without a model, for hosts and tests that check tokenizer parity.
 pub mod tokenization {

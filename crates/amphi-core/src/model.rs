@@ -142,6 +142,9 @@ pub struct LoadOptions {
     pub gpu: Option<Arc<dyn amphi_gpu::GpuHost>>,
     /// The weights' precision on the GPU (ignored on the CPU).
     pub precision: Precision,
+    /// Image models: the limit on decoded pixels per image (default
+    /// [`crate::image::DEFAULT_MAX_IMAGE_PIXELS`]).
+    pub max_image_pixels: Option<u64>,
 }
 
 /// The model is generic over the backend internally; users only see [`Device`].

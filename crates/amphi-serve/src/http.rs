@@ -35,7 +35,7 @@ pub struct HttpLimits {
 impl Default for HttpLimits {
     fn default() -> Self {
         Self {
-            max_body_bytes: 2 << 20,
+            max_body_bytes: 16 << 20,
             max_inputs: 64,
             queue_timeout: Duration::from_secs(30),
         }
@@ -82,9 +82,8 @@ impl ApiError {
 /// The HTTP status for an engine error code.
 fn status_for(code: &str) -> StatusCode {
     match code {
-        "invalid_input" | "invalid_json" | "tokenizer_error" | "unsupported_task" => {
-            StatusCode::BAD_REQUEST
-        }
+        "invalid_input" | "invalid_json" | "invalid_image" | "tokenizer_error"
+        | "unsupported_task" => StatusCode::BAD_REQUEST,
         "input_too_large" | "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "model_not_found" | "not_found" => StatusCode::NOT_FOUND,
         "overloaded" => StatusCode::TOO_MANY_REQUESTS,
@@ -203,17 +202,20 @@ fn check_count(state: &AppState, n: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Runs `task` on a free instance; returns the result JSON and the tokens processed.
+/// Runs `task` on a free instance (with the request's binary attachments); returns the result
+/// JSON and the tokens processed.
 async fn run_guest(
     state: &AppState,
     model: usize,
     task: &'static str,
     request: Vec<u8>,
+    attachments: Vec<Bytes>,
 ) -> Result<(Vec<u8>, usize), ApiError> {
     let (body, tokens) = state
         .pool
         .run(state.limits.queue_timeout, move |w| {
-            w.run(model, task, &request)
+            let attachments: Vec<&[u8]> = attachments.iter().map(|b| &b[..]).collect();
+            w.run(model, task, &request, &attachments)
         })
         .await?;
     state.metrics.tokens(tokens);
@@ -287,7 +289,7 @@ async fn embeddings(State(state): State<AppState>, body: Body) -> Result<Respons
         json!({"inputs": texts, "parameters": {"pooling": pooling, "normalize": normalize}});
     let model_name = info.name.clone();
     let request = serde_json::to_vec(&request).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let (out, tokens) = run_guest(&state, index, "feature-extraction", request).await?;
+    let (out, tokens) = run_guest(&state, index, "feature-extraction", request, Vec::new()).await?;
     let vectors: Vec<Vec<f32>> = serde_json::from_slice(&out).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -323,19 +325,89 @@ async fn embeddings(State(state): State<AppState>, body: Body) -> Result<Respons
 #[derive(Deserialize)]
 struct ModelQuery {
     model: Option<String>,
+    /// Image classification with a raw or multipart body: how many labels.
+    top_k: Option<usize>,
 }
 
-/// `POST /v1/pipelines/{task}`: `{"inputs": ..., "parameters": {...}, "model"?: name}`.
+/// An image-classification body that is not JSON: the image itself (`image/*`,
+/// `application/octet-stream`), or `multipart/form-data` with one or more file parts and
+/// optional `model`, `top_k` and `parameters` (JSON) fields. Returns the JSON request, whose
+/// inputs refer to the attachments, and the attachments.
+async fn image_body(
+    content_type: &str,
+    bytes: Bytes,
+    query: &ModelQuery,
+) -> Result<(serde_json::Map<String, Value>, Vec<Bytes>), ApiError> {
+    let mut req = serde_json::Map::new();
+    let mut parameters = serde_json::Map::new();
+    let mut blobs = Vec::new();
+    if content_type.starts_with("multipart/form-data") {
+        let boundary = multer::parse_boundary(content_type)
+            .map_err(|e| ApiError::bad_request(format!("multipart body: {e}")))?;
+        let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+        let mut form = multer::Multipart::new(stream, boundary);
+        let bad = |e: multer::Error| ApiError::bad_request(format!("multipart body: {e}"));
+        while let Some(field) = form.next_field().await.map_err(bad)? {
+            let name = field.name().unwrap_or("").to_owned();
+            let is_file = field.file_name().is_some()
+                || matches!(name.as_str(), "image" | "file" | "inputs" | "images");
+            if is_file {
+                blobs.push(field.bytes().await.map_err(bad)?);
+                continue;
+            }
+            let text = field.text().await.map_err(bad)?;
+            match name.as_str() {
+                "model" => {
+                    req.insert("model".into(), Value::String(text));
+                }
+                "top_k" => {
+                    let k: usize = text
+                        .trim()
+                        .parse()
+                        .map_err(|_| ApiError::bad_request("`top_k` must be a number"))?;
+                    parameters.insert("top_k".into(), k.into());
+                }
+                "parameters" => parameters.extend(parse_json::<serde_json::Map<String, Value>>(
+                    text.as_bytes(),
+                )?),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown multipart field `{other}` (expected image files, model, top_k \
+                         or parameters)"
+                    )));
+                }
+            }
+        }
+    } else {
+        blobs.push(bytes);
+    }
+    if let (Some(k), false) = (query.top_k, parameters.contains_key("top_k")) {
+        parameters.insert("top_k".into(), k.into());
+    }
+    let refs: Vec<Value> = (0..blobs.len()).map(|i| json!({"blob": i})).collect();
+    let inputs = match refs.as_slice() {
+        [one] => one.clone(),
+        _ => Value::Array(refs),
+    };
+    req.insert("inputs".into(), inputs);
+    req.insert("parameters".into(), Value::Object(parameters));
+    Ok((req, blobs))
+}
+
+/// `POST /v1/pipelines/{task}`: `{"inputs": ..., "parameters": {...}, "model"?: name}`; for
+/// `image-classification` also the image as the body, or a multipart form.
 async fn pipeline(
     State(state): State<AppState>,
     Path(task): Path<String>,
     Query(query): Query<ModelQuery>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let task: &'static str = match task.as_str() {
         "feature-extraction" => "feature-extraction",
         "text-classification" | "sentiment-analysis" => "text-classification",
         "token-classification" | "ner" => "token-classification",
+        "image-classification" => "image-classification",
         other => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -345,7 +417,17 @@ async fn pipeline(
         }
     };
     let bytes = read_body(&state, body).await?;
-    let mut req: serde_json::Map<String, Value> = parse_json(&bytes)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
+    let json_body = content_type.starts_with("application/json") || content_type.is_empty();
+    let (mut req, attachments) = if task == "image-classification" && !json_body {
+        image_body(&content_type, bytes, &query).await?
+    } else {
+        (parse_json(&bytes)?, Vec::new())
+    };
     let name = match req.remove("model") {
         Some(Value::String(s)) => Some(s),
         Some(_) => return Err(ApiError::bad_request("`model` must be a string")),
@@ -359,7 +441,7 @@ async fn pipeline(
     };
     check_count(&state, count)?;
     let request = serde_json::to_vec(&req).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let (out, _) = run_guest(&state, index, task, request).await?;
+    let (out, _) = run_guest(&state, index, task, request, attachments).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/json"),

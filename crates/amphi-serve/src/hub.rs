@@ -24,7 +24,9 @@ const COMPLETE: &str = ".amphi-complete";
 const MAX_UNSIZED: u64 = 16 << 30;
 
 /// Files a model needs; a download fails without them.
-const REQUIRED: &[&str] = &["config.json", "tokenizer.json", "model.safetensors"];
+/// Present in every model folder; the engine names any other missing file (`tokenizer.json`
+/// of a text model, `preprocessor_config.json` of an image model) when it loads.
+const REQUIRED: &[&str] = &["config.json", "model.safetensors"];
 
 /// A hub endpoint and the local cache it fills.
 #[derive(Debug, Clone)]

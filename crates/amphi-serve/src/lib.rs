@@ -89,6 +89,8 @@ pub struct ServeConfig {
     pub precision: String,
     /// Truncate inputs to at most this many tokens.
     pub max_tokens: Option<usize>,
+    /// Image models: refuse images with more pixels (default: the engine's, 40 M).
+    pub max_image_pixels: Option<u64>,
     /// Warm instances (concurrent requests).
     pub instances: usize,
     /// Requests that may wait for an instance beyond those running.
@@ -147,6 +149,9 @@ impl Server {
             serde_json::json!({"device": config.device, "precision": config.precision});
         if let Some(m) = config.max_tokens {
             options["max_length"] = m.into();
+        }
+        if let Some(m) = config.max_image_pixels {
+            options["max_image_pixels"] = m.into();
         }
         let specs = config
             .models

@@ -67,8 +67,10 @@ impl Worker {
         index: usize,
         task: &str,
         request: &[u8],
+        attachments: &[&[u8]],
     ) -> Result<(Vec<u8>, usize), GuestError> {
-        self.guest.run(self.handles[index], task, request)
+        self.guest
+            .run_with(self.handles[index], task, request, attachments)
     }
 
     /// The instance itself (test hooks).

@@ -18,7 +18,7 @@ use crate::error::{Error, GuestError};
 use crate::gpu_imports::{self, GpuState};
 
 /// The ABI version this host speaks (`amphi_abi_version`).
-pub const ABI_VERSION: i32 = 2;
+pub const ABI_VERSION: i32 = 3;
 
 /// How often the epoch advances: the granularity of deadlines.
 const TICK: Duration = Duration::from_millis(5);
@@ -348,6 +348,7 @@ impl Runtime {
             model_load: func!("amphi_model_load"),
             model_info: func!("amphi_model_info"),
             run: func!("amphi_run"),
+            attach: func!("amphi_attach"),
             last_tokens: func!("amphi_last_tokens"),
             result_ptr: func!("amphi_result_ptr"),
             result_len: func!("amphi_result_len"),
@@ -386,6 +387,7 @@ pub struct Guest {
     model_load: TypedFunc<(i32, u32, u32), i32>,
     model_info: TypedFunc<i32, i32>,
     run: TypedFunc<(i32, u32, u32, u32, u32), i32>,
+    attach: TypedFunc<(u32, u32), i32>,
     last_tokens: TypedFunc<(), u32>,
     result_ptr: TypedFunc<(), u32>,
     result_len: TypedFunc<(), u32>,
@@ -546,7 +548,23 @@ impl Guest {
         task: &str,
         request: &[u8],
     ) -> Result<(Vec<u8>, usize), GuestError> {
+        self.run_with(model, task, request, &[])
+    }
+
+    /// [`Guest::run`] with binary attachments (images), which the request refers to as
+    /// `{"blob": i}`.
+    pub fn run_with(
+        &mut self,
+        model: i32,
+        task: &str,
+        request: &[u8],
+        attachments: &[&[u8]],
+    ) -> Result<(Vec<u8>, usize), GuestError> {
         self.begin(self.limits.deadline);
+        for bytes in attachments {
+            let (ptr, len) = self.put(bytes)?;
+            self.call(|g| &g.attach, (ptr, len))?;
+        }
         let (task_ptr, task_len) = self.put(task.as_bytes())?;
         let (req_ptr, req_len) = self.put(request)?;
         let status = self.call(|g| &g.run, (model, task_ptr, task_len, req_ptr, req_len))?;

@@ -25,14 +25,15 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use amphi_core::{
-    Device, Error, LoadOptions, ModelFiles, Pending, Pipeline, Precision, Request, Response,
-    Started, Task, TextModel,
+    Device, Error, LoadOptions, Model, ModelFiles, Pending, Pipeline, Precision, Response, Started,
+    Task,
 };
 use serde::Deserialize;
 
 /// Version of the ABI below. Hosts check it before anything else. Version 2 added the
-/// `amphi_gpu` imports ([`gpu`]) and `amphi_resume`.
-pub const ABI_VERSION: i32 = 2;
+/// `amphi_gpu` imports ([`gpu`]) and `amphi_resume`; version 3 image models and request
+/// attachments ([`amphi_attach`]).
+pub const ABI_VERSION: i32 = 3;
 
 /// Status returned by fallible calls: success.
 pub const STATUS_OK: i32 = 0;
@@ -46,7 +47,9 @@ pub const STATUS_PENDING: i32 = 1;
 #[derive(Default)]
 struct State {
     files: Vec<Option<ModelFiles>>,
-    models: Vec<Option<Arc<TextModel>>>,
+    models: Vec<Option<Arc<Model>>>,
+    /// Binary attachments of the next [`amphi_run`] (images).
+    attachments: Vec<Vec<u8>>,
     result: Vec<u8>,
     tokens: usize,
     /// The request waiting for its readback (one at a time).
@@ -188,6 +191,7 @@ struct LoadJson {
     device: Option<Device>,
     max_length: Option<usize>,
     precision: Option<Precision>,
+    max_image_pixels: Option<u64>,
 }
 
 /// Loads a model from a set of files (consumed, even on failure) with options JSON
@@ -226,45 +230,53 @@ pub unsafe extern "C" fn amphi_model_load(
         device,
         max_length: options.max_length,
         precision: options.precision.unwrap_or_default(),
+        max_image_pixels: options.max_image_pixels,
         gpu: (device != Device::Cpu)
             .then(gpu::ImportedGpu::detect)
             .flatten(),
     };
-    match TextModel::load(files, &options) {
+    match Model::load(files, &options) {
         Ok(model) => STATE.with(|s| insert(&mut s.borrow_mut().models, Arc::new(model))),
         Err(e) => fail(&e),
     }
 }
 
-fn with_model<R>(model: i32, f: impl FnOnce(&Arc<TextModel>) -> R) -> Option<R> {
+fn with_model<R>(model: i32, f: impl FnOnce(&Arc<Model>) -> R) -> Option<R> {
     let model = STATE.with(|s| slot(&mut s.borrow_mut().models, model).and_then(|m| m.clone()))?;
     Some(f(&model))
 }
 
-/// Writes a description of a loaded model to the result buffer:
-/// `{"device", "precision", "tasks", "architectures", "hidden_size", "max_length", "labels",
-/// "embedding_defaults"}`.
+/// Writes a description of a loaded model to the result buffer ([`amphi_core::ModelInfo`]):
+/// `{"device", "precision", "tasks", "architectures", "labels"}`, plus `"hidden_size",
+/// "max_length", "embedding_defaults"` for text models and `"max_image_pixels"` for image models.
 #[unsafe(no_mangle)]
 pub extern "C" fn amphi_model_info(model: i32) -> i32 {
-    let info = with_model(model, |m| {
-        serde_json::json!({
-            "device": m.device(),
-            "precision": m.precision(),
-            "tasks": m.tasks(),
-            "architectures": m.config().architectures,
-            "hidden_size": m.config().hidden_size,
-            "max_length": m.max_length(),
-            "labels": m.labels(),
-            "embedding_defaults": m.embedding_defaults(),
-        })
-    });
-    match info {
-        Some(info) => {
-            set_result(info.to_string().into_bytes());
+    match with_model(model, |m| serde_json::to_vec(&m.info())) {
+        Some(Ok(info)) => {
+            set_result(info);
             STATUS_OK
         }
+        Some(Err(e)) => fail(&Error::Backend {
+            message: e.to_string(),
+        }),
         None => bad_handle("model", model),
     }
+}
+
+/// Attaches bytes (an encoded image, or raw RGBA pixels) to the next [`amphi_run`], which
+/// refers to them as `{"blob": i}` and discards them. Takes the buffer. Returns the index `i`.
+///
+/// # Safety
+/// The buffer must come from [`amphi_alloc`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn amphi_attach(ptr: *mut u8, len: usize) -> i32 {
+    // SAFETY: the caller passes a buffer from `amphi_alloc`.
+    let data = unsafe { take(ptr, len) };
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.attachments.push(data);
+        i32::try_from(s.attachments.len() - 1).unwrap_or(i32::MAX)
+    })
 }
 
 /// Frees a model.
@@ -293,19 +305,16 @@ pub unsafe extern "C" fn amphi_run(
 ) -> i32 {
     // SAFETY: the caller passes buffers from `amphi_alloc`.
     let (task, request) = unsafe { (take_str(task_ptr, task_len), take(request_ptr, request_len)) };
+    let attachments = STATE.with(|s| std::mem::take(&mut s.borrow_mut().attachments));
     let run = || -> Result<Step, Error> {
         let task: Task = task?.parse()?;
-        let request: Request =
-            serde_json::from_slice(&request).map_err(|e| Error::InvalidInput {
-                message: format!("request: {e}"),
-            })?;
         let pipeline =
             with_model(model, |m| Pipeline::new(task, m.clone())).ok_or_else(|| {
                 Error::InvalidInput {
                     message: format!("unknown model handle {model}"),
                 }
             })??;
-        Ok(match pipeline.start(&request)? {
+        Ok(match pipeline.start_json(&request, attachments)? {
             Started::Done(response) => Step::Done(response),
             Started::Pending(pending) => Step::Pending(pipeline, pending),
         })

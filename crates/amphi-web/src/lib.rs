@@ -34,7 +34,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 /// The ABI version this host speaks.
-const ABI_VERSION: i32 = 2;
+const ABI_VERSION: i32 = 3;
 
 #[wasm_bindgen]
 extern "C" {
@@ -79,6 +79,8 @@ extern "C" {
         request_ptr: i32,
         request_len: i32,
     ) -> Result<i32, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn amphi_attach(this: &Exports, ptr: i32, len: i32) -> Result<i32, JsValue>;
     #[wasm_bindgen(method, catch)]
     fn amphi_last_tokens(this: &Exports) -> Result<i32, JsValue>;
     #[wasm_bindgen(method, catch)]
@@ -440,9 +442,15 @@ impl Model {
     }
 
     /// Runs a pipeline: `task` and a request `{inputs, parameters}` in the Hugging Face shape;
-    /// resolves to the pipeline's output. On WebGPU the engine returns to this host while the
-    /// GPU reads back; the host awaits the mapping and resumes it.
-    pub fn run(&self, task: &str, request: &JsValue) -> js_sys::Promise {
+    /// resolves to the pipeline's output. `attachments` (`Uint8Array`s: encoded images or raw
+    /// RGBA pixels) are what the request's `{"blob": i}` inputs refer to. On WebGPU the engine
+    /// returns to this host while the GPU reads back; the host awaits the mapping and resumes it.
+    pub fn run(
+        &self,
+        task: &str,
+        request: &JsValue,
+        attachments: Option<js_sys::Array>,
+    ) -> js_sys::Promise {
         let started = (|| {
             let h = self.handle()?;
             let json = js_sys::JSON::stringify(request)
@@ -450,6 +458,13 @@ impl Model {
                 .and_then(|s| s.as_string())
                 .ok_or_else(|| error("invalid_input", "the request is not JSON-serialisable"))?;
             let g = &self.guest;
+            for item in attachments.iter().flat_map(|a| a.iter()) {
+                let bytes = item
+                    .dyn_into::<Uint8Array>()
+                    .map_err(|_| error("invalid_input", "attachments must be Uint8Arrays"))?;
+                let (p, l) = g.put(&bytes)?;
+                g.call(|x| x.amphi_attach(p, l))?;
+            }
             let (tp, tl) = g.put_str(task)?;
             let (rp, rl) = g.put_str(&json)?;
             g.call(|x| x.amphi_run(h, tp, tl, rp, rl))

@@ -2,7 +2,4 @@
 
 pub mod bert;
 mod layers;
-// Tested against the fixtures' PyTorch logits; the image-classification pipeline that reaches
-// it from the hosts (image decoding, preprocessing) is the next step of issue 7.
-#[allow(dead_code)]
 pub(crate) mod vit;

@@ -5,6 +5,7 @@
 //! [`Pipeline::run_request`]; Rust callers use [`Pipeline::run`] with typed [`RunOptions`].
 
 mod feature_extraction;
+mod image_classification;
 mod text_classification;
 mod token_classification;
 
@@ -15,6 +16,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::backend::{Fetched, f32s};
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
+use crate::image::{Image, ImageInput, ImageRef};
+use crate::loaded::Model;
 use crate::model::{Device, Forward, LoadOptions, Pooling, TextModel};
 use crate::tokenizer::{TextInput, TokenizedBatch};
 
@@ -31,14 +34,17 @@ pub enum Task {
     TextClassification,
     /// One label per token, optionally grouped into entities (also `ner`).
     TokenClassification,
+    /// Ranked labels per image.
+    ImageClassification,
 }
 
 impl Task {
     /// All tasks, in a stable order.
-    pub const ALL: [Task; 3] = [
+    pub const ALL: [Task; 4] = [
         Task::FeatureExtraction,
         Task::TextClassification,
         Task::TokenClassification,
+        Task::ImageClassification,
     ];
 
     /// The task's canonical name (`feature-extraction`, ...).
@@ -47,6 +53,7 @@ impl Task {
             Task::FeatureExtraction => "feature-extraction",
             Task::TextClassification => "text-classification",
             Task::TokenClassification => "token-classification",
+            Task::ImageClassification => "image-classification",
         }
     }
 }
@@ -59,9 +66,10 @@ impl std::str::FromStr for Task {
             "feature-extraction" | "embeddings" => Ok(Task::FeatureExtraction),
             "text-classification" | "sentiment-analysis" => Ok(Task::TextClassification),
             "token-classification" | "ner" => Ok(Task::TokenClassification),
+            "image-classification" => Ok(Task::ImageClassification),
             other => Err(Error::invalid_input(format!(
-                "unknown task `{other}` (expected feature-extraction, text-classification or \
-                 token-classification)"
+                "unknown task `{other}` (expected feature-extraction, text-classification, \
+                 token-classification or image-classification)"
             ))),
         }
     }
@@ -103,10 +111,12 @@ pub struct RunOptions {
     /// feature-extraction: L2-normalise the output vectors (default: true when the model folder
     /// has a sentence-transformers `Normalize` module).
     pub normalize: Option<bool>,
-    /// text-classification: how many labels to return.
+    /// text- and image-classification: how many labels to return (image-classification:
+    /// 5 when absent, as in transformers).
     #[serde(deserialize_with = "deserialize_top_k")]
     pub top_k: TopK,
-    /// text-classification: `softmax`, `sigmoid` or `none` (default from `problem_type`).
+    /// text- and image-classification: `softmax`, `sigmoid` or `none` (default from
+    /// `problem_type`).
     pub function_to_apply: Option<ClassifierFunction>,
     /// token-classification: `none` (per token) or `simple` (grouped entities).
     pub aggregation_strategy: Option<Aggregation>,
@@ -125,6 +135,7 @@ impl RunOptions {
             Task::FeatureExtraction => tc || tok,
             Task::TextClassification => fe || tok,
             Task::TokenClassification => fe || tc,
+            Task::ImageClassification => fe || tok || self.max_length.is_some(),
         };
         if stray {
             return Err(Error::invalid_input(format!(
@@ -147,8 +158,8 @@ pub enum Started {
 /// A request waiting for its GPU readback; [`Pipeline::resume`] finishes it.
 #[derive(Debug)]
 pub struct Pending {
-    inputs: Vec<TextInput>,
-    batch: TokenizedBatch,
+    /// Text requests: the inputs and their tokens (post-processing needs them).
+    text: Option<(Vec<TextInput>, TokenizedBatch)>,
     options: RunOptions,
     tokens: usize,
     single: bool,
@@ -300,24 +311,41 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     task: Task,
-    model: Arc<TextModel>,
+    model: Arc<Model>,
     limits: Limits,
+}
+
+/// An image-classification request in the Hugging Face inference shape: `inputs` is one image
+/// or a list ([`ImageRef`]: base64, a `data:` URL, or an attachment).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageRequest {
+    inputs: OneOrMany<ImageRef>,
+    #[serde(default)]
+    parameters: RunOptions,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
 }
 
 impl Pipeline {
     /// Loads `files` for `task` on the device of `options`.
     pub fn load(task: Task, files: ModelFiles, options: &LoadOptions) -> Result<Self> {
-        Self::new(task, Arc::new(TextModel::load(files, options)?))
+        Self::new(task, Arc::new(Model::load(files, options)?))
     }
 
     /// Binds a loaded model to a task, checking that the model has the head the task needs.
-    pub fn new(task: Task, model: Arc<TextModel>) -> Result<Self> {
+    pub fn new(task: Task, model: Arc<Model>) -> Result<Self> {
         if !model.tasks().contains(&task) {
             return Err(Error::UnsupportedTask {
                 task: task.to_string(),
                 reason: format!(
                     "config.json declares {:?}; this model supports {}",
-                    model.config().architectures,
+                    model.info().architectures,
                     model
                         .tasks()
                         .iter()
@@ -351,52 +379,46 @@ impl Pipeline {
     }
 
     /// The loaded model.
-    pub fn model(&self) -> &TextModel {
+    pub fn model(&self) -> &Model {
         &self.model
     }
 
-    /// Runs the pipeline on a batch of inputs.
+    fn text(&self) -> Result<&TextModel> {
+        self.model.as_text().ok_or_else(|| Error::UnsupportedTask {
+            task: self.task.to_string(),
+            reason: "this is an image model: pass images".to_owned(),
+        })
+    }
+
+    /// Runs the pipeline on a batch of text inputs.
     pub fn run(&self, inputs: &[TextInput], options: &RunOptions) -> Result<Output> {
         self.run_counted(inputs, options).map(|(output, _)| output)
     }
 
     fn run_counted(&self, inputs: &[TextInput], options: &RunOptions) -> Result<(Output, usize)> {
-        match self.start_inner(inputs, options)? {
-            Step::Done(output, tokens) => Ok((output, tokens)),
-            Step::Pending(_) => Err(Error::Backend {
-                message: "this host reads GPU buffers asynchronously: use Pipeline::start"
-                    .to_owned(),
-            }),
-        }
+        ready(self.start_inner(inputs, options)?)
     }
 
     fn start_inner(&self, inputs: &[TextInput], options: &RunOptions) -> Result<Step> {
         options.check_task(self.task)?;
-        if inputs.len() > self.limits.max_batch {
-            return Err(Error::InputTooLarge {
-                message: format!(
-                    "{} inputs in one request, the limit is {}",
-                    inputs.len(),
-                    self.limits.max_batch
-                ),
-            });
-        }
+        let model = self.text()?;
+        self.check_batch(inputs.len())?;
         if self.task == Task::TokenClassification {
             token_classification::check(inputs)?;
         }
-        let batch = self
-            .model
-            .tokenize(inputs, options.max_length, self.limits.max_input_bytes)?;
+        let batch = model.tokenize(inputs, options.max_length, self.limits.max_input_bytes)?;
         let tokens = batch.encodings.iter().map(|e| e.len()).sum();
         let what = match self.task {
-            Task::FeatureExtraction => feature_extraction::forward(&self.model, options),
-            Task::TextClassification | Task::TokenClassification => Forward::Logits,
+            Task::FeatureExtraction => feature_extraction::forward(model, options),
+            _ => Forward::Logits,
         };
-        Ok(match self.model.forward_start(&batch, what)? {
-            Fetched::Ready(data) => Step::Done(self.finish(inputs, &batch, options, data)?, tokens),
+        Ok(match model.forward_start(&batch, what)? {
+            Fetched::Ready(data) => {
+                let output = self.finish_text(model, inputs, &batch, options, data)?;
+                Step::Done(output, tokens)
+            }
             Fetched::Pending(readback) => Step::Pending(Pending {
-                inputs: inputs.to_vec(),
-                batch,
+                text: Some((inputs.to_vec(), batch)),
                 options: options.clone(),
                 tokens,
                 single: false,
@@ -405,20 +427,75 @@ impl Pipeline {
         })
     }
 
-    fn finish(
+    fn check_batch(&self, n: usize) -> Result<()> {
+        if n > self.limits.max_batch {
+            return Err(Error::InputTooLarge {
+                message: format!(
+                    "{n} inputs in one request, the limit is {}",
+                    self.limits.max_batch
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs image classification on a batch of images (decoded, preprocessed as the model
+    /// folder's `preprocessor_config.json` says, and classified in one forward pass).
+    pub fn run_images(&self, images: Vec<ImageInput>, options: &RunOptions) -> Result<Output> {
+        ready(self.start_images_inner(images, options)?).map(|(output, _)| output)
+    }
+
+    fn start_images_inner(&self, images: Vec<ImageInput>, options: &RunOptions) -> Result<Step> {
+        options.check_task(self.task)?;
+        let model = self
+            .model
+            .as_image()
+            .ok_or_else(|| Error::UnsupportedTask {
+                task: self.task.to_string(),
+                reason: "this is a text model: pass text".to_owned(),
+            })?;
+        if images.is_empty() {
+            return Err(Error::invalid_input("no images"));
+        }
+        self.check_batch(images.len())?;
+        let n = images.len();
+        let decoded = crate::profile::timed("decode", || {
+            images
+                .into_iter()
+                .map(|i| Image::from_input(i, model.max_image_pixels()))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let pixels = model.pixel_values(&decoded);
+        Ok(match model.logits_start(&pixels, n)? {
+            Fetched::Ready(data) => {
+                Step::Done(image_classification::finish(model, options, data)?, 0)
+            }
+            Fetched::Pending(readback) => Step::Pending(Pending {
+                text: None,
+                options: options.clone(),
+                tokens: 0,
+                single: false,
+                readback,
+            }),
+        })
+    }
+
+    fn finish_text(
         &self,
+        model: &TextModel,
         inputs: &[TextInput],
         batch: &TokenizedBatch,
         options: &RunOptions,
         data: Vec<f32>,
     ) -> Result<Output> {
         match self.task {
-            Task::FeatureExtraction => {
-                feature_extraction::finish(&self.model, batch, options, data)
-            }
-            Task::TextClassification => text_classification::finish(&self.model, options, data),
+            Task::FeatureExtraction => feature_extraction::finish(model, batch, options, data),
+            Task::TextClassification => text_classification::finish(model, options, data),
             Task::TokenClassification => {
-                token_classification::finish(&self.model, inputs, batch, options, data)
+                token_classification::finish(model, inputs, batch, options, data)
+            }
+            Task::ImageClassification => {
+                Err(Error::invalid_input("image-classification needs images"))
             }
         }
     }
@@ -438,26 +515,79 @@ impl Pipeline {
     /// Everywhere else it is [`Started::Done`].
     pub fn start(&self, request: &Request) -> Result<Started> {
         let single = matches!(request.inputs, Inputs::One(_));
-        Ok(
-            match self.start_inner(request.inputs.as_slice(), &request.parameters)? {
-                Step::Done(output, tokens) => Started::Done(Response {
-                    output,
-                    single,
-                    tokens,
-                }),
-                Step::Pending(pending) => Started::Pending(Pending { single, ..pending }),
-            },
+        started(
+            self.start_inner(request.inputs.as_slice(), &request.parameters)?,
+            single,
+        )
+    }
+
+    /// Starts a request given as JSON, the way hosts receive it: text tasks take
+    /// [`Request`]; `image-classification` takes `{"inputs": image or [images], "parameters"}`
+    /// where an image is base64, a `data:` URL or `{"blob": i}` (raw RGBA pixels with `width`
+    /// and `height`), `i` indexing `attachments`: bytes the host passed beside the JSON.
+    pub fn start_json(&self, request: &[u8], attachments: Vec<Vec<u8>>) -> Result<Started> {
+        let parse_error = |e: serde_json::Error| Error::invalid_input(format!("request: {e}"));
+        if self.task != Task::ImageClassification {
+            let request: Request = serde_json::from_slice(request).map_err(parse_error)?;
+            return self.start(&request);
+        }
+        let request: ImageRequest = serde_json::from_slice(request).map_err(parse_error)?;
+        let mut blobs: Vec<Option<Vec<u8>>> = attachments.into_iter().map(Some).collect();
+        let (refs, single) = match &request.inputs {
+            OneOrMany::One(r) => (std::slice::from_ref(r), true),
+            OneOrMany::Many(v) => (v.as_slice(), false),
+        };
+        self.check_batch(refs.len())?;
+        let images = refs
+            .iter()
+            .map(|r| r.resolve(&mut blobs))
+            .collect::<Result<Vec<_>>>()?;
+        started(
+            self.start_images_inner(images, &request.parameters)?,
+            single,
         )
     }
 
     /// Finishes a [`Started::Pending`] request with the bytes of its readback.
     pub fn resume(&self, pending: Pending, readback: &[u8]) -> Result<Response> {
         let data = f32s(readback);
-        let output = self.finish(&pending.inputs, &pending.batch, &pending.options, data)?;
+        let output = match (&pending.text, &*self.model) {
+            (Some((inputs, batch)), Model::Text(model)) => {
+                self.finish_text(model, inputs, batch, &pending.options, data)?
+            }
+            (None, Model::Image(model)) => {
+                image_classification::finish(model, &pending.options, data)?
+            }
+            _ => {
+                return Err(Error::invalid_input(
+                    "the pending request belongs to another model",
+                ));
+            }
+        };
         Ok(Response {
             output,
             single: pending.single,
             tokens: pending.tokens,
         })
     }
+}
+
+fn ready(step: Step) -> Result<(Output, usize)> {
+    match step {
+        Step::Done(output, tokens) => Ok((output, tokens)),
+        Step::Pending(_) => Err(Error::Backend {
+            message: "this host reads GPU buffers asynchronously: use Pipeline::start".to_owned(),
+        }),
+    }
+}
+
+fn started(step: Step, single: bool) -> Result<Started> {
+    Ok(match step {
+        Step::Done(output, tokens) => Started::Done(Response {
+            output,
+            single,
+            tokens,
+        }),
+        Step::Pending(pending) => Started::Pending(Pending { single, ..pending }),
+    })
 }

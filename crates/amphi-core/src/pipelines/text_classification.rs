@@ -29,7 +29,7 @@ impl ClassifierFunction {
         }
     }
 
-    fn apply(self, logits: &[f32]) -> Vec<f32> {
+    pub(crate) fn apply(self, logits: &[f32]) -> Vec<f32> {
         match self {
             Self::Softmax => softmax(logits),
             Self::Sigmoid => logits.iter().map(|&x| sigmoid(x)).collect(),

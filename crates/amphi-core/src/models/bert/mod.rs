@@ -257,7 +257,8 @@ pub(crate) fn parse_config(bytes: &[u8]) -> Result<Config> {
                 .or(arch)
                 .unwrap_or_else(|| "<none: config.json names no model_type>".to_owned()),
             supported:
-                "bert (BertModel, BertForSequenceClassification, BertForTokenClassification)"
+                "bert (BertModel, BertForSequenceClassification, BertForTokenClassification), \
+                 vit (ViTForImageClassification)"
                     .to_owned(),
         });
     }

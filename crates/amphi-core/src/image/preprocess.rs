@@ -1,0 +1,378 @@
+//! `preprocessor_config.json` as Hugging Face image processors read it (`ViTImageProcessor`,
+//! `ConvNextImageProcessor`, `EfficientNetImageProcessor` …): resize with the named Pillow
+//! filter (a fixed size, or the shortest edge keeping the aspect ratio), centre crop, rescale,
+//! normalise, channels first (RGB). The resize is Pillow's, bit for bit.
+
+use serde::Deserialize;
+
+use super::{Filter, Image};
+use crate::error::{Error, Result};
+
+const FILE: &str = "preprocessor_config.json";
+
+/// A target size: `{"height", "width"}`, `{"shortest_edge"[, "longest_edge"]}`, or a number
+/// (a square).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    /// Exactly this size.
+    Exact {
+        /// Rows.
+        height: usize,
+        /// Pixels per row.
+        width: usize,
+    },
+    /// The shorter side becomes `shortest_edge`, the longer one keeps the aspect ratio
+    /// (truncated, as transformers does), capped at `longest_edge`.
+    ShortestEdge {
+        /// The shorter side's target.
+        shortest_edge: usize,
+        /// An optional cap on the longer side.
+        #[serde(default)]
+        longest_edge: Option<usize>,
+    },
+    /// A square.
+    Square(usize),
+}
+
+impl Size {
+    /// The output `(width, height)` for an input of `(width, height)`.
+    fn output(self, (w, h): (usize, usize)) -> (usize, usize) {
+        match self {
+            Size::Exact { height, width } => (width, height),
+            Size::Square(s) => (s, s),
+            Size::ShortestEdge {
+                shortest_edge,
+                longest_edge,
+            } => {
+                let (short, long) = (w.min(h), w.max(h));
+                let mut new_short = shortest_edge;
+                let mut new_long = shortest_edge * long / short;
+                if let Some(max) = longest_edge.filter(|&m| new_long > m) {
+                    new_short = max * new_short / new_long;
+                    new_long = max;
+                }
+                let (new_short, new_long) = (new_short.max(1), new_long.max(1));
+                if w <= h {
+                    (new_short, new_long)
+                } else {
+                    (new_long, new_short)
+                }
+            }
+        }
+    }
+
+    fn valid(self) -> bool {
+        match self {
+            Size::Exact { height, width } => {
+                (1..=8192).contains(&height) && (1..=8192).contains(&width)
+            }
+            Size::Square(s)
+            | Size::ShortestEdge {
+                shortest_edge: s, ..
+            } => (1..=8192).contains(&s),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_rescale() -> f64 {
+    1.0 / 255.0
+}
+fn half() -> Vec<f64> {
+    vec![0.5; 3]
+}
+
+/// The preprocessing of a model folder (`preprocessor_config.json`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Preprocessor {
+    /// Resize first.
+    #[serde(default = "yes")]
+    pub do_resize: bool,
+    /// The resize target.
+    pub size: Option<Size>,
+    /// The Pillow filter (default bilinear).
+    #[serde(default)]
+    pub resample: Filter,
+    /// Crop the centre after resizing.
+    #[serde(default)]
+    pub do_center_crop: bool,
+    /// The crop (padded with zeros where the image is smaller).
+    pub crop_size: Option<Size>,
+    /// Multiply by `rescale_factor`.
+    #[serde(default = "yes")]
+    pub do_rescale: bool,
+    /// Usually 1/255.
+    #[serde(default = "default_rescale")]
+    pub rescale_factor: f64,
+    /// Subtract `image_mean` and divide by `image_std`, per channel.
+    #[serde(default = "yes")]
+    pub do_normalize: bool,
+    /// Per-channel means (RGB).
+    #[serde(default = "half")]
+    pub image_mean: Vec<f64>,
+    /// Per-channel standard deviations (RGB).
+    #[serde(default = "half")]
+    pub image_std: Vec<f64>,
+}
+
+impl Preprocessor {
+    /// Parses and checks `preprocessor_config.json`.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let p: Self = serde_json::from_slice(bytes).map_err(|e| Error::json(FILE, e))?;
+        let bad = |message: &str| Error::InvalidConfig {
+            file: FILE.to_owned(),
+            message: message.to_owned(),
+        };
+        if p.do_resize && !p.size.is_some_and(Size::valid) {
+            return Err(bad("do_resize needs a size between 1 and 8192"));
+        }
+        if p.do_center_crop
+            && !p
+                .crop_size
+                .is_some_and(|s| s.valid() && !matches!(s, Size::ShortestEdge { .. }))
+        {
+            return Err(bad(
+                "do_center_crop needs a crop_size {height, width} between 1 and 8192",
+            ));
+        }
+        if p.image_mean.len() != 3 || p.image_std.len() != 3 {
+            return Err(bad("image_mean and image_std need three values (RGB)"));
+        }
+        if p.image_std.iter().any(|&s| !s.is_finite() || s == 0.0)
+            || p.image_mean.iter().any(|m| !m.is_finite())
+            || !p.rescale_factor.is_finite()
+        {
+            return Err(bad(
+                "image_mean, image_std and rescale_factor must be finite, std non-zero",
+            ));
+        }
+        Ok(p)
+    }
+
+    /// The `(width, height)` of the model input.
+    pub fn output_size(&self, input: (usize, usize)) -> (usize, usize) {
+        let resized = match (self.do_resize, self.size) {
+            (true, Some(size)) => size.output(input),
+            _ => input,
+        };
+        match (self.do_center_crop, self.crop_size) {
+            (true, Some(crop)) => crop.output(resized),
+            _ => resized,
+        }
+    }
+
+    /// Resize and crop: the 8-bit image the model sees.
+    pub fn prepare(&self, image: &Image) -> Image {
+        let mut image = match (self.do_resize, self.size) {
+            (true, Some(size)) => {
+                let (w, h) = size.output((image.width(), image.height()));
+                if (w, h) == (image.width(), image.height()) {
+                    image.clone()
+                } else {
+                    image.resize(w, h, self.resample)
+                }
+            }
+            _ => image.clone(),
+        };
+        if let (true, Some(crop)) = (self.do_center_crop, self.crop_size) {
+            let (cw, ch) = crop.output((image.width(), image.height()));
+            image = center_crop(&image, cw, ch);
+        }
+        image
+    }
+
+    /// The `pixel_values` of one image: `[3, height, width]`, channels first, rescaled and
+    /// normalised in f32 as transformers does (`u8 · factor` rounded to f32, then
+    /// `(x − mean) / std`).
+    pub fn pixel_values(&self, image: &Image) -> Vec<f32> {
+        let image = self.prepare(image);
+        let plane = image.width() * image.height();
+        let mut out = vec![0f32; 3 * plane];
+        for c in 0..3 {
+            let (mean, std) = (self.image_mean[c] as f32, self.image_std[c] as f32);
+            for (o, px) in out[c * plane..(c + 1) * plane]
+                .iter_mut()
+                .zip(image.rgb().chunks_exact(3))
+            {
+                let v = f64::from(px[c]);
+                let v = if self.do_rescale {
+                    (v * self.rescale_factor) as f32
+                } else {
+                    v as f32
+                };
+                *o = if self.do_normalize {
+                    (v - mean) / std
+                } else {
+                    v
+                };
+            }
+        }
+        out
+    }
+}
+
+/// transformers' `center_crop`: the window at `((w − cw) / 2, (h − ch) / 2)`; where the image is
+/// smaller than the crop it is first padded with zeros, centred.
+fn center_crop(image: &Image, cw: usize, ch: usize) -> Image {
+    let (w, h) = (image.width(), image.height());
+    // Offsets of the crop's origin in the (possibly padded) image, as signed numbers.
+    let origin = |size: usize, crop: usize| -> isize {
+        if crop <= size {
+            ((size - crop) / 2) as isize
+        } else {
+            -(((crop - size) / 2) as isize)
+        }
+    };
+    let (left, top) = (origin(w, cw), origin(h, ch));
+    let mut rgb = vec![0u8; cw * ch * 3];
+    for y in 0..ch {
+        let sy = top + y as isize;
+        if sy < 0 || sy >= h as isize {
+            continue;
+        }
+        for x in 0..cw {
+            let sx = left + x as isize;
+            if sx < 0 || sx >= w as isize {
+                continue;
+            }
+            let s = (sy as usize * w + sx as usize) * 3;
+            rgb[(y * cw + x) * 3..][..3].copy_from_slice(&image.rgb()[s..s + 3]);
+        }
+    }
+    Image {
+        width: cw,
+        height: ch,
+        rgb,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::image::DEFAULT_MAX_IMAGE_PIXELS;
+
+    fn fixtures() -> PathBuf {
+        std::env::var_os("AMPHI_FIXTURES").map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
+            PathBuf::from,
+        )
+    }
+
+    fn json(path: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(fixtures().join(path)).expect(path)).expect("json")
+    }
+
+    fn numbers(v: &serde_json::Value) -> Vec<f64> {
+        fn walk(v: &serde_json::Value, out: &mut Vec<f64>) {
+            match v {
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                serde_json::Value::Number(n) => out.push(n.as_f64().expect("f64")),
+                serde_json::Value::Object(o) => walk(&o["data"], out),
+                _ => panic!("unexpected {v}"),
+            }
+        }
+        let mut out = Vec::new();
+        walk(v, &mut out);
+        out
+    }
+
+    fn load(path: &str) -> Image {
+        let bytes = std::fs::read(fixtures().join(path)).expect(path);
+        Image::decode(&bytes, DEFAULT_MAX_IMAGE_PIXELS).expect("decode")
+    }
+
+    /// tiny-vit: the images resized exactly as Pillow does (`resized_rgb_u8`, every byte equal)
+    /// and `pixel_values` within 1e-6 (the fixtures' tolerance).
+    #[test]
+    fn tiny_vit_preprocessing_matches_pillow_exactly() {
+        let p = Preprocessor::from_json(
+            &std::fs::read(fixtures().join("models/tiny-vit/preprocessor_config.json"))
+                .expect("preprocessor"),
+        )
+        .expect("parse");
+        let golden = json("golden/tiny-vit.json");
+        let mut checked = 0;
+        for case in golden["cases"].as_array().expect("cases") {
+            let Some(path) = case["image"].as_str() else {
+                continue;
+            };
+            let image = load(path);
+            let resized = p.prepare(&image);
+            let want: Vec<u8> = numbers(&case["resized_rgb_u8"])
+                .iter()
+                .map(|&v| v as u8)
+                .collect();
+            assert_eq!(resized.rgb(), want, "{path}: resized bytes");
+            let want = numbers(&case["pixel_values"]);
+            let got = p.pixel_values(&image);
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((f64::from(*g) - w).abs() <= 1e-6, "{path}: {g} vs {w}");
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, 2, "both images checked");
+    }
+
+    /// EfficientNet-Lite0's preprocessing (shortest edge 256, centre crop 224) on coffee.png:
+    /// the crop equals `cropped_rgb_u8` byte for byte.
+    #[test]
+    fn shortest_edge_resize_and_center_crop_match_pillow_exactly() {
+        let p = Preprocessor::from_json(
+            br#"{"do_resize": true, "size": {"shortest_edge": 256}, "resample": 2,
+                 "do_center_crop": true, "crop_size": {"height": 224, "width": 224},
+                 "do_rescale": false, "image_mean": [127, 127, 127], "image_std": [128, 128, 128]}"#,
+        )
+        .expect("parse");
+        let golden = json("golden/efficientnet-lite0-coffee.json");
+        let case = golden["cases"]
+            .as_array()
+            .and_then(|c| c.first())
+            .unwrap_or(&golden);
+        let image = load("images/coffee.png");
+        assert_eq!(p.output_size((600, 400)), (224, 224));
+        assert_eq!(
+            Size::ShortestEdge {
+                shortest_edge: 256,
+                longest_edge: None
+            }
+            .output((600, 400)),
+            (384, 256)
+        );
+        let want: Vec<u8> = numbers(&case["cropped_rgb_u8"])
+            .iter()
+            .map(|&v| v as u8)
+            .collect();
+        assert_eq!(p.prepare(&image).rgb(), want, "cropped bytes");
+        let px = p.pixel_values(&image);
+        assert_eq!(px[0], (f32::from(want[0]) - 127.0) / 128.0);
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        for bad in [
+            r#"{"size": {"height": 0, "width": 3}}"#,
+            r#"{"do_resize": true}"#,
+            r#"{"size": 8, "resample": 9}"#,
+            r#"{"size": 8, "image_std": [0, 1, 1]}"#,
+            r#"{"size": 8, "image_mean": [0.5]}"#,
+            r#"{"size": 8, "do_center_crop": true}"#,
+            "not json",
+        ] {
+            assert!(Preprocessor::from_json(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn crop_pads_small_images() {
+        let img = Image::from_rgb(1, 1, vec![9, 9, 9]).expect("rgb");
+        let out = center_crop(&img, 3, 3);
+        assert_eq!(out.rgb()[12..15], [9, 9, 9]);
+        assert_eq!(out.rgb().iter().map(|&v| u32::from(v)).sum::<u32>(), 27);
+    }
+}

@@ -1,0 +1,256 @@
+//! Pillow's `Image.resize` on 8-bit images, reproduced bit for bit (Pillow 13 `Resample.c`;
+//! the fixtures README, Appendix A): a separable convolution, horizontal pass first, with
+//! weights normalised in f64 and rounded to 22-bit fixed point, and the intermediate image
+//! rounded to `u8` between the passes. Downscaling widens the filter by the scale factor, which
+//! is what makes Pillow's `BILINEAR` antialiased (unlike OpenCV's or a GPU sampler's).
+
+use serde::Deserialize;
+
+const PRECISION_BITS: u32 = 22;
+
+/// A resampling filter, numbered as Pillow's `Image.Resampling` (the `resample` field of a
+/// Hugging Face `preprocessor_config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "u8")]
+pub enum Filter {
+    /// 0: the nearest source pixel.
+    Nearest,
+    /// 1: Lanczos (a = 3).
+    Lanczos,
+    /// 2: the triangle filter, antialiased when downscaling.
+    #[default]
+    Bilinear,
+    /// 3: cubic convolution with a = −0.5.
+    Bicubic,
+    /// 4: box (area averaging).
+    Box,
+    /// 5: Hamming-windowed sinc.
+    Hamming,
+}
+
+impl TryFrom<u8> for Filter {
+    type Error = String;
+
+    fn try_from(v: u8) -> Result<Self, String> {
+        Ok(match v {
+            0 => Filter::Nearest,
+            1 => Filter::Lanczos,
+            2 => Filter::Bilinear,
+            3 => Filter::Bicubic,
+            4 => Filter::Box,
+            5 => Filter::Hamming,
+            other => return Err(format!("resample {other} is not a Pillow filter (0 to 5)")),
+        })
+    }
+}
+
+impl Filter {
+    fn support(self) -> f64 {
+        match self {
+            Filter::Nearest | Filter::Box => 0.5,
+            Filter::Bilinear | Filter::Hamming => 1.0,
+            Filter::Bicubic => 2.0,
+            Filter::Lanczos => 3.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        use std::f64::consts::PI;
+        let sinc = |x: f64| {
+            if x == 0.0 {
+                1.0
+            } else {
+                (PI * x).sin() / (PI * x)
+            }
+        };
+        match self {
+            Filter::Nearest | Filter::Box => f64::from(u8::from(x > -0.5 && x <= 0.5)),
+            Filter::Bilinear => (1.0 - x.abs()).max(0.0),
+            Filter::Hamming => {
+                let x = x.abs();
+                if x == 0.0 {
+                    1.0
+                } else if x >= 1.0 {
+                    0.0
+                } else {
+                    let x = x * PI;
+                    x.sin() / x * (0.54 + 0.46 * x.cos())
+                }
+            }
+            Filter::Bicubic => {
+                let (a, x) = (-0.5, x.abs());
+                if x < 1.0 {
+                    ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * a
+                } else {
+                    0.0
+                }
+            }
+            Filter::Lanczos => {
+                if (-3.0..3.0).contains(&x) {
+                    sinc(x) * sinc(x / 3.0)
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+/// For each output sample: the first input sample and the fixed-point weights.
+struct Coefficients {
+    first: Vec<usize>,
+    weights: Vec<Vec<i32>>,
+}
+
+fn coefficients(input: usize, output: usize, filter: Filter) -> Coefficients {
+    let scale = input as f64 / output as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter.support() * filter_scale;
+    let inverse = 1.0 / filter_scale;
+    let mut first = Vec::with_capacity(output);
+    let mut weights = Vec::with_capacity(output);
+    for i in 0..output {
+        let center = (i as f64 + 0.5) * scale;
+        // `as` truncates toward zero, as C's `(int)` does.
+        let min = ((center - support + 0.5) as i64).max(0) as usize;
+        let max = ((center + support + 0.5) as i64).min(input as i64) as usize;
+        let w: Vec<f64> = (min..max.max(min))
+            .map(|x| filter.weight((x as f64 - center + 0.5) * inverse))
+            .collect();
+        let sum: f64 = w.iter().sum();
+        let one = f64::from(1u32 << PRECISION_BITS);
+        weights.push(
+            w.iter()
+                .map(|&w| {
+                    let w = if sum != 0.0 { w / sum } else { w };
+                    if w < 0.0 {
+                        (w * one - 0.5) as i32
+                    } else {
+                        (w * one + 0.5) as i32
+                    }
+                })
+                .collect(),
+        );
+        first.push(min);
+    }
+    Coefficients { first, weights }
+}
+
+fn clip8(acc: i64) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Resizes interleaved 8-bit pixels (`channels` per pixel, row-major) from `w×h` to `ow×oh`.
+pub(crate) fn resize(
+    src: &[u8],
+    (w, h): (usize, usize),
+    channels: usize,
+    (ow, oh): (usize, usize),
+    filter: Filter,
+) -> Vec<u8> {
+    if filter == Filter::Nearest {
+        return nearest(src, (w, h), channels, (ow, oh));
+    }
+    let half = 1i64 << (PRECISION_BITS - 1);
+    let horizontal = if ow != w {
+        let c = coefficients(w, ow, filter);
+        let mut out = vec![0u8; ow * h * channels];
+        for (src_row, out_row) in src
+            .chunks_exact(w * channels)
+            .zip(out.chunks_exact_mut(ow * channels))
+        {
+            for (x, px) in out_row.chunks_exact_mut(channels).enumerate() {
+                for (ch, o) in px.iter_mut().enumerate() {
+                    let acc = c.weights[x]
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &k)| {
+                            i64::from(src_row[(c.first[x] + j) * channels + ch]) * i64::from(k)
+                        })
+                        .sum::<i64>();
+                    *o = clip8(half + acc);
+                }
+            }
+        }
+        out
+    } else {
+        src.to_vec()
+    };
+    if oh == h {
+        return horizontal;
+    }
+    let c = coefficients(h, oh, filter);
+    let stride = ow * channels;
+    let mut out = vec![0u8; oh * stride];
+    for (y, out_row) in out.chunks_exact_mut(stride).enumerate() {
+        for (i, o) in out_row.iter_mut().enumerate() {
+            let acc = c.weights[y]
+                .iter()
+                .enumerate()
+                .map(|(j, &k)| i64::from(horizontal[(c.first[y] + j) * stride + i]) * i64::from(k))
+                .sum::<i64>();
+            *o = clip8(half + acc);
+        }
+    }
+    out
+}
+
+/// Pillow's `NEAREST`: the source pixel under each output pixel's centre.
+fn nearest(
+    src: &[u8],
+    (w, h): (usize, usize),
+    channels: usize,
+    (ow, oh): (usize, usize),
+) -> Vec<u8> {
+    let pick = |i: usize, input: usize, output: usize| {
+        (((i as f64 + 0.5) * input as f64 / output as f64) as usize).min(input - 1)
+    };
+    let mut out = Vec::with_capacity(ow * oh * channels);
+    for y in 0..oh {
+        let sy = pick(y, h, oh);
+        for x in 0..ow {
+            let s = (sy * w + pick(x, w, ow)) * channels;
+            out.extend_from_slice(&src[s..s + channels]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_and_constant_images() {
+        let src: Vec<u8> = (0..5 * 4 * 3).map(|i| (i * 7 % 256) as u8).collect();
+        assert_eq!(resize(&src, (5, 4), 3, (5, 4), Filter::Bilinear), src);
+        // A constant image stays constant under every normalised filter, up or down.
+        let flat = vec![200u8; 7 * 5 * 3];
+        for f in [
+            Filter::Bilinear,
+            Filter::Bicubic,
+            Filter::Lanczos,
+            Filter::Box,
+            Filter::Hamming,
+            Filter::Nearest,
+        ] {
+            for size in [(3, 2), (11, 9), (7, 1)] {
+                let out = resize(&flat, (7, 5), 3, size, f);
+                assert_eq!(out.len(), size.0 * size.1 * 3);
+                assert!(out.iter().all(|&v| v == 200), "{f:?} {size:?}: {out:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn downscaling_by_two_with_bilinear_averages_with_a_triangle() {
+        // 4 → 2 in x: scale 2, support 2, centres 1 and 3; weights for output 0 over inputs
+        // 0..=2 are tri((x − 1 + 0.5)/2) = 0.75, 0.75, 0.25 → normalised 3/7, 3/7, 1/7.
+        let src = [0u8, 70, 140, 210];
+        let out = resize(&src, (4, 1), 1, (2, 1), Filter::Bilinear);
+        let want0 = ((70.0 * 3.0 + 140.0) / 7.0_f64).round() as u8;
+        assert_eq!(out[0], want0);
+    }
+}

@@ -1,0 +1,232 @@
+//! A loaded image classifier: its preprocessing (`preprocessor_config.json`), its weights on a
+//! backend, and its labels. Immutable once loaded, like [`crate::TextModel`].
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::backend::cpu::Cpu;
+use crate::backend::gpu::Gpu;
+use crate::backend::{Backend, Fetched};
+use crate::error::{Error, Result};
+use crate::files::ModelFiles;
+use crate::image::{DEFAULT_MAX_IMAGE_PIXELS, Image, Preprocessor};
+use crate::model::{Device, LoadOptions, Precision};
+use crate::models::vit::{self, Vit};
+use crate::weights::{WEIGHTS_FILE, Weights};
+
+const CONFIG_FILE: &str = "config.json";
+const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
+
+/// The image architectures the engine implements, as `config.json` names them.
+pub(crate) const ARCHITECTURES: [&str; 1] = ["ViTForImageClassification"];
+
+/// Whether a `config.json` describes an image model (by `architectures` or `model_type`).
+pub(crate) fn is_image_model(config: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Sniff {
+        #[serde(default)]
+        architectures: Vec<String>,
+        #[serde(default)]
+        model_type: Option<String>,
+    }
+    serde_json::from_slice::<Sniff>(config).is_ok_and(|s| {
+        s.architectures
+            .iter()
+            .any(|a| ARCHITECTURES.contains(&a.as_str()))
+            || s.model_type.as_deref() == Some("vit")
+    })
+}
+
+/// An architecture over one backend.
+enum Arch<B: Backend> {
+    Vit(Vit<B>),
+}
+
+impl<B: Backend> Arch<B> {
+    fn load(be: &B, weights: &Weights, config: &[u8], pre: &Preprocessor) -> Result<Self> {
+        let cfg: vit::Config =
+            serde_json::from_slice(config).map_err(|e| Error::json(CONFIG_FILE, e))?;
+        fixed_input(pre, cfg.image_size)?;
+        Ok(Arch::Vit(Vit::load(be, weights, &cfg)?))
+    }
+
+    fn labels(&self) -> &[String] {
+        match self {
+            Arch::Vit(m) => m.labels(),
+        }
+    }
+
+    fn logits(&self, be: &B, pixels: &[f32], batch: usize) -> Result<Fetched> {
+        let out = match self {
+            Arch::Vit(m) => m.logits(be, pixels, batch)?,
+        };
+        be.read_start(&out)
+    }
+}
+
+/// Checks that the preprocessing always yields `size`×`size` images, whatever the input.
+fn fixed_input(pre: &Preprocessor, size: usize) -> Result<()> {
+    for input in [(997, 631), (631, 997), (size, size)] {
+        let out = pre.output_size(input);
+        if out != (size, size) {
+            return Err(Error::InvalidConfig {
+                file: PREPROCESSOR_FILE.to_owned(),
+                message: format!(
+                    "a {}×{} image becomes {}×{}; the model takes {size}×{size}",
+                    input.0, input.1, out.0, out.1
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+enum Engine {
+    Cpu(Box<Arch<Cpu>>),
+    Gpu(Box<Arch<Gpu>>, Gpu),
+}
+
+/// A loaded image-classification model.
+pub struct ImageModel {
+    engine: Engine,
+    preprocessor: Preprocessor,
+    architecture: String,
+    max_pixels: u64,
+}
+
+impl std::fmt::Debug for ImageModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageModel")
+            .field("device", &self.device())
+            .field("architecture", &self.architecture)
+            .field("labels", &self.labels().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImageModel {
+    /// Loads `config.json`, `preprocessor_config.json` and `model.safetensors` from `files`.
+    pub fn load(mut files: ModelFiles, options: &LoadOptions) -> Result<Self> {
+        let config = files.require(CONFIG_FILE)?.to_vec();
+        let preprocessor = Preprocessor::from_json(files.require(PREPROCESSOR_FILE)?)?;
+        let architecture = serde_json::from_slice::<serde_json::Value>(&config)
+            .ok()
+            .and_then(|v| v["architectures"][0].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "ViTForImageClassification".to_owned());
+        let bytes = files.take(WEIGHTS_FILE).ok_or_else(|| Error::MissingFile {
+            file: WEIGHTS_FILE.to_owned(),
+        })?;
+        let weights = Weights::parse(&bytes)?;
+        let cpu = || -> Result<Engine> {
+            Ok(Engine::Cpu(Box::new(Arch::load(
+                &Cpu,
+                &weights,
+                &config,
+                &preprocessor,
+            )?)))
+        };
+        let gpu = |host: &Arc<dyn amphi_gpu::GpuHost>| -> Result<Engine> {
+            let be = Gpu::new(host.clone(), options.precision)?;
+            Ok(Engine::Gpu(
+                Box::new(Arch::load(&be, &weights, &config, &preprocessor)?),
+                be,
+            ))
+        };
+        // The same device policy as text models: `auto` skips software adapters.
+        let engine = match (options.device, &options.gpu) {
+            (Device::Cpu, _) | (Device::Auto, None) => cpu()?,
+            (Device::Auto, Some(host)) if host.info().software => cpu()?,
+            (Device::Auto, Some(host)) => gpu(host).or_else(|_| cpu())?,
+            (Device::Gpu, Some(host)) => gpu(host)?,
+            (Device::Gpu, None) => {
+                return Err(Error::DeviceUnavailable {
+                    device: "gpu".to_owned(),
+                    reason: "no GPU adapter was found".to_owned(),
+                });
+            }
+        };
+        Ok(Self {
+            engine,
+            preprocessor,
+            architecture,
+            max_pixels: options.max_image_pixels.unwrap_or(DEFAULT_MAX_IMAGE_PIXELS),
+        })
+    }
+
+    /// The device the model runs on (never [`Device::Auto`]).
+    pub fn device(&self) -> Device {
+        match self.engine {
+            Engine::Cpu(_) => Device::Cpu,
+            Engine::Gpu(..) => Device::Gpu,
+        }
+    }
+
+    /// The precision of the weights.
+    pub fn precision(&self) -> Precision {
+        match &self.engine {
+            Engine::Cpu(_) => Precision::F32,
+            Engine::Gpu(_, be) => be.precision(),
+        }
+    }
+
+    /// The GPU adapter's name, when the model runs on a GPU.
+    pub fn adapter(&self) -> Option<&str> {
+        match &self.engine {
+            Engine::Cpu(_) => None,
+            Engine::Gpu(_, be) => Some(be.adapter()),
+        }
+    }
+
+    /// `config.json`'s first architecture.
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+
+    /// The classifier's labels, in id order.
+    pub fn labels(&self) -> &[String] {
+        match &self.engine {
+            Engine::Cpu(m) => m.labels(),
+            Engine::Gpu(m, _) => m.labels(),
+        }
+    }
+
+    /// The preprocessing the model folder declares.
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    /// The limit on decoded pixels per image.
+    pub fn max_image_pixels(&self) -> u64 {
+        self.max_pixels
+    }
+
+    /// The classification logits `[images, labels]` of preprocessed `pixel_values`
+    /// (`[images, 3, height, width]`, as transformers' image processors produce them).
+    pub fn logits(&self, pixel_values: &[f32], images: usize) -> Result<Vec<f32>> {
+        match self.logits_start(pixel_values, images)? {
+            Fetched::Ready(data) => Ok(data),
+            Fetched::Pending(_) => Err(Error::Backend {
+                message: "this host reads GPU buffers asynchronously: use Pipeline::start"
+                    .to_owned(),
+            }),
+        }
+    }
+
+    pub(crate) fn logits_start(&self, pixels: &[f32], images: usize) -> Result<Fetched> {
+        crate::profile::timed("model", || match &self.engine {
+            Engine::Cpu(m) => m.logits(&Cpu, pixels, images),
+            Engine::Gpu(m, be) => m.logits(be, pixels, images),
+        })
+    }
+
+    /// Preprocesses images into one `pixel_values` batch.
+    pub(crate) fn pixel_values(&self, images: &[Image]) -> Vec<f32> {
+        crate::profile::timed("preprocess", || {
+            images
+                .iter()
+                .flat_map(|i| self.preprocessor.pixel_values(i))
+                .collect()
+        })
+    }
+}
