@@ -95,8 +95,11 @@ pub(crate) fn fetch_efficientnet() -> Result<PathBuf> {
     check_sha256(&labels, LABELS_SHA256)?;
 
     step("converting the legacy torch pickle to safetensors (xtask/pth_to_safetensors.py)");
-    // Convert into a temporary folder next to the destination, then rename: never half a model.
-    let staging = cache_dir().join("models/.staging-efficientnet");
+    // Convert into a temporary folder next to the destination (same file system), then
+    // rename: never half a model.
+    let parent = dest.parent().context("the model folder has no parent")?;
+    std::fs::create_dir_all(parent)?;
+    let staging = parent.join(".staging-efficientnet-lite0");
     let _ = std::fs::remove_dir_all(&staging);
     let mut convert = Command::new("python3");
     convert
@@ -118,9 +121,6 @@ pub(crate) fn fetch_efficientnet() -> Result<PathBuf> {
         convert.arg("--expect-keys").arg(golden);
     }
     run(&mut convert)?;
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::rename(&staging, &dest)
         .with_context(|| format!("moving {} to {}", staging.display(), dest.display()))?;

@@ -398,7 +398,7 @@ mod tests {
 
     /// EfficientNet-Lite0 on the golden's `cropped_rgb_u8` (coffee.png) against PyTorch: the
     /// debug activations along the way, logits abs 1e-3, probabilities abs 1e-4 and the top-5
-    /// indices in order (the fixtures' tolerances).
+    /// indices in order (the fixtures' tolerances); then a batch of two.
     #[allow(clippy::print_stderr)] // reports the differences measured (seen with --nocapture)
     fn coffee<B: Backend>(be: &B, device: &str) {
         let dir = model_dir();
@@ -482,6 +482,33 @@ mod tests {
         for (&i, p) in want_top5.iter().zip(want_p5) {
             assert!((got_p[i] - p).abs() <= 1e-4, "p[{i}] {} vs {p}", got_p[i]);
         }
+
+        // A batch: the image mirrored left-right, then the image itself. Each row equals its
+        // image run alone (batch offsets in the stem, the depthwise convolutions and the pool).
+        let mut mirrored = pixels.clone();
+        for row in mirrored.chunks_exact_mut(w) {
+            row.reverse();
+        }
+        let alone = be
+            .read(&net.logits(be, &mirrored, 1).expect("logits"))
+            .expect("read");
+        let both = [mirrored, pixels.clone()].concat();
+        let batched = be
+            .read(&net.logits(be, &both, 2).expect("logits"))
+            .expect("read");
+        assert_eq!(batched.len(), 2000);
+        for (i, (b, a)) in batched.iter().zip(alone.iter().chain(&got)).enumerate() {
+            assert!(
+                (b - a).abs() <= 1e-4,
+                "batch row {}, logit {}: {b} vs {a}",
+                i / 1000,
+                i % 1000
+            );
+        }
+        assert!(
+            alone.iter().zip(&got).any(|(a, g)| (a - g).abs() > 1e-2),
+            "the mirrored image gives other logits"
+        );
         assert!(
             net.logits(be, &pixels[1..], 1).is_err(),
             "short input is refused"
