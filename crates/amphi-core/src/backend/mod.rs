@@ -23,6 +23,8 @@ pub(crate) enum Activation {
     GeluTanh,
     Relu,
     Tanh,
+    /// `min(max(x, 0), 6)` (MobileNet, EfficientNet-Lite).
+    Relu6,
 }
 
 /// How token vectors are reduced to one vector per sequence.
@@ -44,6 +46,64 @@ pub(crate) struct BatchShape {
 impl BatchShape {
     pub fn tokens(self) -> usize {
         self.batch * self.seq
+    }
+}
+
+/// A batch of images whose activations are NHWC rows: `[batch·height·width, channels]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ImageShape {
+    pub batch: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ImageShape {
+    /// Rows of the activation matrix: `batch·height·width`.
+    pub fn pixels(self) -> usize {
+        self.batch * self.height * self.width
+    }
+}
+
+/// TF "SAME" padding along one axis for a `kernel`-wide window moved by `stride`:
+/// `(output size, zero rows before)`. `out = ceil(input / stride)`,
+/// `pad = max((out − 1)·stride + kernel − input, 0)`, `pad/2` before and the rest after.
+pub(crate) fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = input.div_ceil(stride.max(1));
+    let pad = (out.saturating_sub(1) * stride + kernel).saturating_sub(input);
+    (out, pad / 2)
+}
+
+/// A 2-D convolution's geometry over NHWC activations: a square `kernel`, `stride` in both
+/// directions, TF "SAME" zero padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Conv2d {
+    pub input: ImageShape,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl Conv2d {
+    /// The output's shape.
+    pub fn output(self) -> ImageShape {
+        ImageShape {
+            batch: self.input.batch,
+            height: same_padding(self.input.height, self.kernel, self.stride).0,
+            width: same_padding(self.input.width, self.kernel, self.stride).0,
+        }
+    }
+
+    /// Zero rows above and columns left of the input.
+    pub fn pad_top_left(self) -> (usize, usize) {
+        (
+            same_padding(self.input.height, self.kernel, self.stride).1,
+            same_padding(self.input.width, self.kernel, self.stride).1,
+        )
+    }
+
+    /// Whether the geometry is usable: positive sizes, kernel and stride.
+    pub fn is_valid(self) -> bool {
+        let i = self.input;
+        i.batch > 0 && i.height > 0 && i.width > 0 && self.kernel > 0 && self.stride > 0
     }
 }
 
@@ -108,6 +168,19 @@ pub(crate) trait Backend {
         heads: usize,
     ) -> Result<Self::Tensor>;
 
+    /// Depthwise convolution (one filter per channel): `act(conv(x) + b)` with TF "SAME"
+    /// zero padding. `x` is `[batch·h·w, c]` (NHWC rows, `conv.input`), `w` is `[k·k, c]` (tap
+    /// `ky·k + kx`, then channel; f32, uploaded with [`Backend::activations`]) and `b` is `[c]`.
+    /// Returns `[batch·oh·ow, c]`, `(oh, ow)` being `conv.output()`.
+    fn depthwise(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        conv: Conv2d,
+        act: Activation,
+    ) -> Result<Self::Tensor>;
+
     /// Reduces `[batch*seq, hidden]` to `[batch, hidden]`.
     fn reduce(
         &self,
@@ -149,6 +222,29 @@ pub(crate) fn f32s(bytes: &[u8]) -> Vec<f32> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::same_padding;
+
+    /// The fixtures' table for a 224×224 EfficientNet input: (input, kernel, stride) →
+    /// (output, pad before, pad after).
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        for (input, k, s, out, before, after) in [
+            (224, 3, 2, 112, 0, 1),
+            (112, 3, 1, 112, 1, 1),
+            (56, 5, 2, 28, 1, 2),
+            (28, 5, 1, 28, 2, 2),
+            (14, 5, 2, 7, 1, 2),
+            (7, 3, 1, 7, 1, 1),
+            (7, 3, 2, 4, 1, 1),
+            (1, 5, 2, 1, 2, 2),
+            (5, 1, 2, 3, 0, 0),
+        ] {
+            let (o, b) = same_padding(input, k, s);
+            let total = ((o - 1) * s + k).saturating_sub(input);
+            assert_eq!((o, b, total - b), (out, before, after), "{input} k{k} s{s}");
+        }
+    }
+
     /// Deterministic values in [-1, 1).
     pub(crate) fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed

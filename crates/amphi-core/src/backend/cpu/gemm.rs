@@ -288,28 +288,40 @@ mod tests {
         let w = random(n * k, 2);
         let bias = random(n, 3);
         let packed = Packed::from_weight(&w, n, k);
-        let mut c = vec![0f32; m * n];
-        let ep = Epilogue {
-            alpha: 0.5,
-            bias: Some(&bias),
-            act: Activation::Relu,
-        };
-        gemm(
-            Rows {
-                data: &a,
-                m,
-                lda: k,
-            },
-            &packed,
-            &mut c,
-            n,
-            &ep,
-        );
-        for r in 0..m {
-            for j in 0..n {
-                let dot: f32 = (0..k).map(|p| a[r * k + p] * w[j * k + p]).sum();
-                let want = (0.5 * dot + bias[j]).max(0.0);
-                assert!((c[r * n + j] - want).abs() < 1e-5);
+        // A large scale for ReLU6, so that some results pass 6 and are clipped.
+        for (alpha, act) in [(0.5, Activation::Relu), (8.0, Activation::Relu6)] {
+            let mut c = vec![0f32; m * n];
+            let ep = Epilogue {
+                alpha,
+                bias: Some(&bias),
+                act,
+            };
+            gemm(
+                Rows {
+                    data: &a,
+                    m,
+                    lda: k,
+                },
+                &packed,
+                &mut c,
+                n,
+                &ep,
+            );
+            let mut clipped = 0;
+            for r in 0..m {
+                for j in 0..n {
+                    let dot: f32 = (0..k).map(|p| a[r * k + p] * w[j * k + p]).sum();
+                    let pre = alpha * dot + bias[j];
+                    let want = match act {
+                        Activation::Relu6 => pre.clamp(0.0, 6.0),
+                        _ => pre.max(0.0),
+                    };
+                    clipped += usize::from(pre > 6.0);
+                    assert!((c[r * n + j] - want).abs() < 1e-4, "{act:?} [{r},{j}]");
+                }
+            }
+            if act == Activation::Relu6 {
+                assert!(clipped > 0, "some ReLU6 inputs are above 6");
             }
         }
     }

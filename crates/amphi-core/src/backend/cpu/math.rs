@@ -52,6 +52,7 @@ pub(crate) fn activate(x: &mut [f32], act: Activation) {
         Activation::GeluTanh => x.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
         Activation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
         Activation::Tanh => x.iter_mut().for_each(|v| *v = tanh(*v)),
+        Activation::Relu6 => x.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
     }
 }
 

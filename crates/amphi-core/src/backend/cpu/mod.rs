@@ -5,12 +5,14 @@
 //!   activation applied as results are stored; one microkernel per target in its own file
 //!   (`simd128.rs` for the wasm artifact, `x86.rs` chosen at run time, `portable.rs`);
 //! - `attention.rs`: attention per (sequence, head) on the packed multiply, no transposes;
+//! - `conv.rs`: depthwise convolution over NHWC rows, vectorized over channels;
 //! - `math.rs`: vectorizable `exp`/`erf`/`tanh`, softmax and layer norm.
 //!
 //! Natively the multiply and attention spread over rayon's threads (`RAYON_NUM_THREADS`); wasm32
 //! has one thread.
 
 mod attention;
+mod conv;
 mod gemm;
 mod math;
 // Everywhere but the artifact: x86-64 CPUs without AVX2 and other architectures.
@@ -25,7 +27,7 @@ use std::ops::Deref;
 
 use candle_core::{CpuStorage, D, DType, Device, Storage, StorageRef, Tensor};
 
-use super::{Activation, Backend, BatchShape, Reduce};
+use super::{Activation, Backend, BatchShape, Conv2d, Reduce};
 use crate::error::{Error, Result};
 use crate::profile::timed;
 pub(crate) use gemm::Packed;
@@ -309,6 +311,39 @@ impl Backend for Cpu {
             attention::attention(&qkv, &mask, (batch, seq), heads, &mut out)
         });
         matrix(out, rows, hidden)
+    }
+
+    fn depthwise(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        conv: Conv2d,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let (rows, c) = dims2("depthwise", x)?;
+        let k = conv.kernel;
+        if !conv.is_valid()
+            || rows != conv.input.pixels()
+            || w.elem_count() != k * k * c
+            || b.elem_count() != c
+        {
+            return Err(Error::Backend {
+                message: format!(
+                    "depthwise: [{rows}, {c}] as {:?}, {k}x{k} weight of {} values, bias of {}",
+                    conv.input,
+                    w.elem_count(),
+                    b.elem_count()
+                ),
+            });
+        }
+        let (xs, ws, bs) = (values(x)?, values(w)?, values(b)?);
+        let out_rows = conv.output().pixels();
+        let mut out = vec![0f32; out_rows * c];
+        timed("depthwise", || {
+            conv::depthwise(&xs, &ws, &bs, conv, act, &mut out)
+        });
+        matrix(out, out_rows, c)
     }
 
     fn reduce(

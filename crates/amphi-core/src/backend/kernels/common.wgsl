@@ -18,13 +18,15 @@ fn tanh_safe(x: f32) -> f32 {
     return (e - 1.0) / (e + 1.0);
 }
 
-// Activations of `linear`: 0 none, 1 GELU (erf), 2 GELU (tanh), 3 ReLU, 4 tanh.
+// Activations of `linear` and `depthwise`: 0 none, 1 GELU (erf), 2 GELU (tanh), 3 ReLU, 4 tanh,
+// 5 ReLU6.
 fn activate(x: f32, act: u32) -> f32 {
     switch act {
         case 1u: { return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476)); }
         case 2u: { return 0.5 * x * (1.0 + tanh_safe(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
         case 3u: { return max(x, 0.0); }
         case 4u: { return tanh_safe(x); }
+        case 5u: { return clamp(x, 0.0, 6.0); }
         default: { return x; }
     }
 }
