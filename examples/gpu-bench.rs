@@ -40,6 +40,7 @@ fn load(
         max_length: Some(SEQ),
         gpu,
         precision,
+        ..LoadOptions::default()
     };
     Ok(Pipeline::load(
         Task::FeatureExtraction,

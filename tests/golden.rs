@@ -34,6 +34,16 @@ fn minilm_embeddings() -> Result<()> {
     checks::minilm(&cpu(), &minilm_dir())
 }
 
+#[test]
+fn tiny_vit_image_classification() -> Result<()> {
+    checks::tiny_vit(&cpu())
+}
+
+#[test]
+fn efficientnet_lite0_image_classification() -> Result<()> {
+    checks::efficientnet(&cpu(), &amphi_tests::efficientnet_dir())
+}
+
 fn load(name: &str) -> Result<TextModel> {
     Ok(TextModel::load(
         model_files(&fixture_model(name))?,

@@ -31,6 +31,16 @@ fn minilm_embeddings() -> Result<()> {
     checks::minilm(&on_gpu(), &minilm_dir())
 }
 
+#[test]
+fn tiny_vit_image_classification() -> Result<()> {
+    checks::tiny_vit(&on_gpu())
+}
+
+#[test]
+fn efficientnet_lite0_image_classification() -> Result<()> {
+    checks::efficientnet(&on_gpu(), &amphi_tests::efficientnet_dir())
+}
+
 /// MiniLM with f16 weights, within [`checks::TOL_MINILM_F16`]. The host fails the check if the
 /// model loads in f32: lavapipe (CI) has `shader-f16`.
 #[test]

@@ -374,3 +374,164 @@ pub fn minilm_within(host: &dyn Host, model: &std::path::Path, tol: MinilmTolera
     }
     Ok(())
 }
+
+/// Label → score of a ranked pipeline output (`[{label, score}, …]`).
+fn scores(v: &Value) -> Result<Vec<(String, f32)>> {
+    v.as_array()
+        .context("expected a list of {label, score}")?
+        .iter()
+        .map(|x| {
+            Ok((
+                x["label"].as_str().context("label")?.to_owned(),
+                x["score"].as_f64().context("score")? as f32,
+            ))
+        })
+        .collect()
+}
+
+/// Compares a ranked output with a golden distribution over `labels` (label order exact).
+fn check_ranked(what: &str, got: &Value, labels: &[String], want: &[f32], tol: f32) -> Result<()> {
+    let got = scores(got)?;
+    let mut order: Vec<usize> = (0..want.len()).collect();
+    order.sort_by(|&a, &b| want[b].total_cmp(&want[a]));
+    ensure!(got.len() <= want.len(), "{what}: {} labels", got.len());
+    for ((label, score), &i) in got.iter().zip(&order) {
+        ensure!(
+            label == &labels[i],
+            "{what}: label {label}, expected {}",
+            labels[i]
+        );
+        ensure!(
+            (score - want[i]).abs() <= tol,
+            "{what}: {label} {score} vs {} (tolerance {tol})",
+            want[i]
+        );
+    }
+    Ok(())
+}
+
+/// The `{"blob": i}` reference to attachment `i`, raw RGBA pixels when given a size.
+fn blob(i: usize, size: Option<(usize, usize)>) -> Value {
+    match size {
+        Some((w, h)) => json!({"blob": i, "width": w, "height": h}),
+        None => json!({"blob": i}),
+    }
+}
+
+fn fixture_bytes(path: &str) -> Result<Vec<u8>> {
+    let path = crate::fixtures().join(path);
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// tiny-vit image classification, from the image files (PNG bytes as an attachment, and as a
+/// base64 string in the JSON), from the stored `resized_rgb_u8` as raw RGBA pixels, and both
+/// images as a batch: every label's probability within 1e-5 of PyTorch's (the fixtures'
+/// tolerance; the resize is Pillow's bit for bit, so the image files need no looser bound),
+/// labels in the same order.
+pub fn tiny_vit(host: &dyn Host) -> Result<()> {
+    use base64::Engine as _;
+    let g = golden("tiny-vit.json")?;
+    let model = fixture_model("tiny-vit");
+    let labels: Vec<String> = (0..3)
+        .map(|i| g["id2label"][i.to_string()].as_str().map(str::to_owned))
+        .collect::<Option<_>>()
+        .context("id2label")?;
+    let all = json!({"top_k": null});
+    let mut files = Vec::new();
+    let mut batch_want = Vec::new();
+    for case in g["cases"].as_array().context("cases")? {
+        let Some(image) = case["image"].as_str() else {
+            continue;
+        };
+        let name = case["name"].as_str().unwrap_or("?");
+        let what = format!("{}: tiny-vit {name}", host.name());
+        let want = floats(&case["probabilities"]["data"])?;
+        let bytes = fixture_bytes(image)?;
+        let run = |inputs: Value, attachments: &[Vec<u8>]| {
+            host.run_with(
+                Task::ImageClassification,
+                &model,
+                &json!({"inputs": inputs, "parameters": all}),
+                attachments,
+            )
+        };
+        let out = run(blob(0, None), std::slice::from_ref(&bytes))?;
+        check_ranked(&format!("{what} (file)"), &out, &labels, &want, TOL_PROB)?;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let out = run(json!(b64), &[])?;
+        check_ranked(&format!("{what} (base64)"), &out, &labels, &want, TOL_PROB)?;
+        // The stored resize as raw RGBA: the preprocessing's resize is then the identity.
+        let rgb = GoldenTensor::parse(&case["resized_rgb_u8"])?;
+        let rgba: Vec<u8> = rgb
+            .data
+            .chunks_exact(3)
+            .flat_map(|p| [p[0] as u8, p[1] as u8, p[2] as u8, 255])
+            .collect();
+        let out = run(blob(0, Some((32, 32))), &[rgba])?;
+        check_ranked(&format!("{what} (RGBA)"), &out, &labels, &want, TOL_PROB)?;
+        // Default parameters: the top 5 (here all 3 labels).
+        let default = host.run_with(
+            Task::ImageClassification,
+            &model,
+            &json!({"inputs": blob(0, None)}),
+            std::slice::from_ref(&bytes),
+        )?;
+        ensure!(scores(&default)?.len() == 3, "{what}: default top_k");
+        files.push(bytes);
+        batch_want.push(want);
+    }
+    let out = host.run_with(
+        Task::ImageClassification,
+        &model,
+        &json!({"inputs": [blob(0, None), blob(1, None)], "parameters": {"top_k": 2}}),
+        &files,
+    )?;
+    let out = out.as_array().context("a list per image")?;
+    ensure!(out.len() == 2, "batch: {} outputs", out.len());
+    for (i, (got, want)) in out.iter().zip(&batch_want).enumerate() {
+        ensure!(scores(got)?.len() == 2, "batch[{i}]: top_k 2");
+        check_ranked(
+            &format!("{}: tiny-vit batch[{i}]", host.name()),
+            got,
+            &labels,
+            want,
+            TOL_PROB,
+        )?;
+    }
+    Ok(())
+}
+
+/// EfficientNet-Lite0 on coffee.png, from the image file: the top-5 labels in the golden's
+/// order, their probabilities within 1e-4 and their logits (`function_to_apply: none`) within
+/// 1e-3 (the fixtures' tolerances; the preprocessing is Pillow's bit for bit).
+pub fn efficientnet(host: &dyn Host, model: &std::path::Path) -> Result<()> {
+    let g = golden("efficientnet-lite0-coffee.json")?;
+    let case = &g["cases"][0];
+    let bytes = fixture_bytes(case["image"].as_str().context("image")?)?;
+    let top5 = case["top5"].as_array().context("top5")?;
+    for (field, function, tol) in [("probability", "softmax", 1e-4), ("logit", "none", 1e-3)] {
+        let out = host.run_with(
+            Task::ImageClassification,
+            model,
+            &json!({"inputs": blob(0, None), "parameters": {"top_k": 5, "function_to_apply": function}}),
+            std::slice::from_ref(&bytes),
+        )?;
+        let got = scores(&out)?;
+        ensure!(got.len() == 5, "{}: {} labels", host.name(), got.len());
+        for ((label, score), want) in got.iter().zip(top5) {
+            let want_label = want["label"].as_str().context("label")?;
+            let want_score = want[field].as_f64().context("score")? as f32;
+            ensure!(
+                label == want_label,
+                "{}: {label} vs {want_label}",
+                host.name()
+            );
+            ensure!(
+                (score - want_score).abs() <= tol,
+                "{}: {label} {field} {score} vs {want_score} (tolerance {tol})",
+                host.name()
+            );
+        }
+    }
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use amphi_core::{Device, LoadOptions, Pipeline, Precision, Request, Task};
+use amphi_core::{Device, LoadOptions, Pipeline, Precision, Request, Started, Task};
 use anyhow::Result;
 use serde_json::Value;
 
@@ -14,8 +14,19 @@ use serde_json::Value;
 pub trait Host {
     /// A name for failure messages.
     fn name(&self) -> String;
-    /// Runs one request for `task` on the model folder `model`.
-    fn run(&self, task: Task, model: &Path, request: &Value) -> Result<Value>;
+    /// Runs one request for `task` on the model folder `model`, with binary attachments (the
+    /// images that `{"blob": i}` inputs refer to).
+    fn run_with(
+        &self,
+        task: Task,
+        model: &Path,
+        request: &Value,
+        attachments: &[Vec<u8>],
+    ) -> Result<Value>;
+    /// Runs one request without attachments.
+    fn run(&self, task: Task, model: &Path, request: &Value) -> Result<Value> {
+        self.run_with(task, model, request, &[])
+    }
 }
 
 /// The engine linked in-process, with pipelines cached per (task, model).
@@ -73,10 +84,22 @@ impl Host for Native {
         format!("native/{}/{}", self.device, self.precision)
     }
 
-    fn run(&self, task: Task, model: &Path, request: &Value) -> Result<Value> {
-        let request: Request = serde_json::from_value(request.clone())?;
-        Ok(serde_json::to_value(
-            self.pipeline(task, model)?.run_request(&request)?,
-        )?)
+    fn run_with(
+        &self,
+        task: Task,
+        model: &Path,
+        request: &Value,
+        attachments: &[Vec<u8>],
+    ) -> Result<Value> {
+        let pipeline = self.pipeline(task, model)?;
+        if task != Task::ImageClassification {
+            // The typed path Rust callers use.
+            let request: Request = serde_json::from_value(request.clone())?;
+            return Ok(serde_json::to_value(pipeline.run_request(&request)?)?);
+        }
+        match pipeline.start_json(&serde_json::to_vec(request)?, attachments.to_vec())? {
+            Started::Done(response) => Ok(serde_json::to_value(response)?),
+            Started::Pending(_) => anyhow::bail!("a native readback was left pending"),
+        }
     }
 }

@@ -55,6 +55,21 @@ pub fn minilm_dir() -> PathBuf {
     dir
 }
 
+/// The converted EfficientNet-Lite0 folder (`$AMPHI_EFFICIENTNET_DIR`, else in the cache).
+/// Panics with the setup command when it is missing.
+pub fn efficientnet_dir() -> PathBuf {
+    let dir = std::env::var_os("AMPHI_EFFICIENTNET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("models/efficientnet-lite0"));
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "EfficientNet-Lite0 not found at {}: run `cargo xtask fetch-efficientnet` first \
+         (or set AMPHI_EFFICIENTNET_DIR)",
+        dir.display()
+    );
+    dir
+}
+
 /// `target/amphi.wasm` (or `$AMPHI_WASM`). Panics with the build command when it is missing.
 pub fn artifact_path() -> PathBuf {
     let path = std::env::var_os("AMPHI_WASM")

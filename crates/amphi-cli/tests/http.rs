@@ -132,6 +132,41 @@ impl Server {
         })
     }
 
+    fn post_as(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Reply> {
+        let mut r = agent()
+            .post(format!("{}{path}", self.base))
+            .content_type(content_type)
+            .send(body)?;
+        Ok(Reply {
+            status: r.status().as_u16(),
+            body: r.body_mut().with_config().limit(64 << 20).read_to_vec()?,
+        })
+    }
+
+    /// A `multipart/form-data` POST of `(name, file name, bytes)` parts.
+    fn post_multipart(&self, path: &str, parts: &[(&str, Option<&str>, Vec<u8>)]) -> Result<Reply> {
+        const BOUNDARY: &str = "amphi-test-boundary-7d1f";
+        let mut body = Vec::new();
+        for (name, file, bytes) in parts {
+            body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+            let disposition = match file {
+                Some(f) => format!("form-data; name=\"{name}\"; filename=\"{f}\""),
+                None => format!("form-data; name=\"{name}\""),
+            };
+            body.extend_from_slice(
+                format!("Content-Disposition: {disposition}\r\n\r\n").as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        self.post_as(
+            path,
+            &format!("multipart/form-data; boundary={BOUNDARY}"),
+            &body,
+        )
+    }
+
     fn get(&self, path: &str) -> Result<Reply> {
         let mut r = agent().get(format!("{}{path}", self.base)).call()?;
         Ok(Reply {
@@ -162,7 +197,13 @@ impl Host for Server {
         "http".into()
     }
 
-    fn run(&self, task: Task, model: &Path, request: &Value) -> Result<Value> {
+    fn run_with(
+        &self,
+        task: Task,
+        model: &Path,
+        request: &Value,
+        attachments: &[Vec<u8>],
+    ) -> Result<Value> {
         let name = if model == minilm_dir() {
             "all-MiniLM-L6-v2".to_owned()
         } else {
@@ -172,10 +213,19 @@ impl Host for Server {
                 .to_string_lossy()
                 .into_owned()
         };
-        let reply = self.post(
-            &format!("/v1/pipelines/{}?model={name}", task.as_str()),
-            serde_json::to_vec(request)?,
-        )?;
+        let path = format!("/v1/pipelines/{}?model={name}", task.as_str());
+        let reply = if attachments.is_empty() {
+            self.post(&path, serde_json::to_vec(request)?)?
+        } else {
+            // The request as a multipart field, the images as file parts.
+            let mut parts = vec![("request", None, serde_json::to_vec(request)?)];
+            parts.extend(
+                attachments
+                    .iter()
+                    .map(|a| ("image", Some("image.bin"), a.clone())),
+            );
+            self.post_multipart(&path, &parts)?
+        };
         ensure!(
             reply.status == 200,
             "{}: {}",
@@ -601,5 +651,142 @@ fn http_api_on_the_gpu() -> Result<()> {
             reply.headers()
         );
     }
+    Ok(())
+}
+
+/// CRC-32 (PNG chunks), for hand-made headers.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG whose header claims `w×h` pixels, followed by the first bytes of its data: a
+/// decompression bomb's header (the pixel limit must refuse it before anything is decoded).
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    // The start of a zlib stream: a decoder has the whole header once it meets IDAT.
+    let idat = b"IDAT\x78\x9c\x63\x60";
+    png.extend_from_slice(&4u32.to_be_bytes());
+    png.extend_from_slice(idat);
+    png.extend_from_slice(&crc32(idat).to_be_bytes());
+    png
+}
+
+/// Image classification over HTTP: the goldens through multipart uploads (the same check
+/// bodies as every other host), the image as the raw body, base64 in JSON, and bad images.
+#[test]
+fn http_image_classification() -> Result<()> {
+    let effnet = amphi_tests::efficientnet_dir();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_amphi"));
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--instances", "1"])
+        .args([
+            "--max-body-bytes",
+            "4000000",
+            "--max-image-pixels",
+            "1000000",
+        ])
+        .arg("--artifact")
+        .arg(artifact_path())
+        .arg("--model")
+        .arg(format!("tiny-vit={}", fixture_model("tiny-vit").display()))
+        .arg("--model")
+        .arg(format!(
+            "{}={}",
+            effnet.file_name().context("name")?.to_string_lossy(),
+            effnet.display()
+        ));
+    let server = spawn(cmd)?;
+    checks::tiny_vit(&server)?;
+    checks::efficientnet(&server, &effnet)?;
+
+    let png = std::fs::read(amphi_tests::fixtures().join("images/chelsea.png"))?;
+    let path = "/v1/pipelines/image-classification?model=tiny-vit";
+    // The raw body, with top_k from the query.
+    let reply = server.post_as(&format!("{path}&top_k=1"), "image/png", &png)?;
+    ensure!(
+        reply.status == 200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let out = reply.json()?;
+    ensure!(
+        out.as_array().map(Vec::len) == Some(1) && out[0]["label"] == "cat",
+        "{out}"
+    );
+    // Multipart without a request field: the files are the inputs.
+    let reply = server.post_multipart(
+        path,
+        &[
+            ("image", Some("a.png"), png.clone()),
+            ("top_k", None, b"2".to_vec()),
+        ],
+    )?;
+    ensure!(
+        reply.status == 200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    ensure!(reply.json()?.as_array().map(Vec::len) == Some(2));
+
+    // Bad images: typed errors, and the server keeps serving.
+    let cases: [(&str, Vec<u8>, u16, &str); 6] = [
+        (
+            "garbage",
+            b"definitely not an image".to_vec(),
+            400,
+            "invalid_image",
+        ),
+        ("empty", Vec::new(), 400, "invalid_image"),
+        (
+            "truncated",
+            png[..png.len() / 3].to_vec(),
+            400,
+            "invalid_image",
+        ),
+        ("zero-sized", png_header(0, 7), 400, "invalid_image"),
+        ("bomb", png_header(50_000, 50_000), 413, "input_too_large"),
+        (
+            "over the pixel limit",
+            png_header(1001, 1000),
+            413,
+            "input_too_large",
+        ),
+    ];
+    for (what, body, status, code) in cases {
+        let reply = server.post_as(path, "application/octet-stream", &body)?;
+        server
+            .expect(reply, status, code)
+            .with_context(|| what.to_owned())?;
+    }
+    let reply = server.post(path, json!({"inputs": "%%% not base64"}).to_string())?;
+    server.expect(reply, 400, "invalid_input")?;
+    let reply = server.post(path, json!({"inputs": {"blob": 3}}).to_string())?;
+    server.expect(reply, 400, "invalid_input")?;
+    let reply = server.post_as(path, "multipart/form-data; boundary=x", b"--x\r\nbroken")?;
+    server.expect(reply, 400, "invalid_input")?;
+    let reply = server.post(
+        "/v1/pipelines/text-classification?model=tiny-vit",
+        json!({"inputs": "hello"}).to_string(),
+    )?;
+    server.expect(reply, 400, "unsupported_task")?;
+    let reply = server.post_as(&format!("{path}&top_k=1"), "image/png", &png)?;
+    ensure!(reply.status == 200, "still serving after bad images");
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::files::ModelFiles;
 use crate::image::{DEFAULT_MAX_IMAGE_PIXELS, Image, Preprocessor};
 use crate::model::{Device, LoadOptions, Precision};
+use crate::models::efficientnet::{self, EfficientNet};
 use crate::models::vit::{self, Vit};
 use crate::weights::{WEIGHTS_FILE, Weights};
 
@@ -19,7 +20,10 @@ const CONFIG_FILE: &str = "config.json";
 const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
 
 /// The image architectures the engine implements, as `config.json` names them.
-pub(crate) const ARCHITECTURES: [&str; 1] = ["ViTForImageClassification"];
+pub(crate) const ARCHITECTURES: [&str; 2] = [
+    "ViTForImageClassification",
+    "EfficientNetLiteForImageClassification",
+];
 
 /// Whether a `config.json` describes an image model (by `architectures` or `model_type`).
 pub(crate) fn is_image_model(config: &[u8]) -> bool {
@@ -34,19 +38,39 @@ pub(crate) fn is_image_model(config: &[u8]) -> bool {
         s.architectures
             .iter()
             .any(|a| ARCHITECTURES.contains(&a.as_str()))
-            || s.model_type.as_deref() == Some("vit")
+            || matches!(s.model_type.as_deref(), Some("vit" | "efficientnet-lite"))
+    })
+}
+
+fn is_efficientnet(config: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Sniff {
+        #[serde(default)]
+        architectures: Vec<String>,
+        #[serde(default)]
+        model_type: Option<String>,
+    }
+    serde_json::from_slice::<Sniff>(config).is_ok_and(|s| {
+        s.model_type.as_deref() == Some("efficientnet-lite")
+            || s.architectures.iter().any(|a| a == ARCHITECTURES[1])
     })
 }
 
 /// An architecture over one backend.
 enum Arch<B: Backend> {
     Vit(Vit<B>),
+    EfficientNet(EfficientNet<B>),
 }
 
 impl<B: Backend> Arch<B> {
     fn load(be: &B, weights: &Weights, config: &[u8], pre: &Preprocessor) -> Result<Self> {
-        let cfg: vit::Config =
-            serde_json::from_slice(config).map_err(|e| Error::json(CONFIG_FILE, e))?;
+        let parse_error = |e| Error::json(CONFIG_FILE, e);
+        if is_efficientnet(config) {
+            let cfg: efficientnet::Config = serde_json::from_slice(config).map_err(parse_error)?;
+            fixed_input(pre, cfg.image_size)?;
+            return Ok(Arch::EfficientNet(EfficientNet::load(be, weights, &cfg)?));
+        }
+        let cfg: vit::Config = serde_json::from_slice(config).map_err(parse_error)?;
         fixed_input(pre, cfg.image_size)?;
         Ok(Arch::Vit(Vit::load(be, weights, &cfg)?))
     }
@@ -54,12 +78,14 @@ impl<B: Backend> Arch<B> {
     fn labels(&self) -> &[String] {
         match self {
             Arch::Vit(m) => m.labels(),
+            Arch::EfficientNet(m) => m.labels(),
         }
     }
 
     fn logits(&self, be: &B, pixels: &[f32], batch: usize) -> Result<Fetched> {
         let out = match self {
             Arch::Vit(m) => m.logits(be, pixels, batch)?,
+            Arch::EfficientNet(m) => m.logits(be, pixels, batch)?,
         };
         be.read_start(&out)
     }

@@ -331,8 +331,9 @@ struct ModelQuery {
 
 /// An image-classification body that is not JSON: the image itself (`image/*`,
 /// `application/octet-stream`), or `multipart/form-data` with one or more file parts and
-/// optional `model`, `top_k` and `parameters` (JSON) fields. Returns the JSON request, whose
-/// inputs refer to the attachments, and the attachments.
+/// optional `model`, `top_k` and `parameters` (JSON) fields, or a `request` field holding the
+/// whole JSON request whose inputs refer to the files as `{"blob": i}` (raw RGBA pixels with
+/// `width` and `height`). Returns the JSON request and the attachments.
 async fn image_body(
     content_type: &str,
     bytes: Bytes,
@@ -340,6 +341,7 @@ async fn image_body(
 ) -> Result<(serde_json::Map<String, Value>, Vec<Bytes>), ApiError> {
     let mut req = serde_json::Map::new();
     let mut parameters = serde_json::Map::new();
+    let mut explicit_inputs = None;
     let mut blobs = Vec::new();
     if content_type.starts_with("multipart/form-data") {
         let boundary = multer::parse_boundary(content_type)
@@ -370,10 +372,18 @@ async fn image_body(
                 "parameters" => parameters.extend(parse_json::<serde_json::Map<String, Value>>(
                     text.as_bytes(),
                 )?),
+                "request" => {
+                    let mut r: serde_json::Map<String, Value> = parse_json(text.as_bytes())?;
+                    explicit_inputs = r.remove("inputs");
+                    if let Some(Value::Object(p)) = r.remove("parameters") {
+                        parameters.extend(p);
+                    }
+                    req.extend(r);
+                }
                 other => {
                     return Err(ApiError::bad_request(format!(
-                        "unknown multipart field `{other}` (expected image files, model, top_k \
-                         or parameters)"
+                        "unknown multipart field `{other}` (expected image files, model, top_k, \
+                         parameters or request)"
                     )));
                 }
             }
@@ -385,9 +395,10 @@ async fn image_body(
         parameters.insert("top_k".into(), k.into());
     }
     let refs: Vec<Value> = (0..blobs.len()).map(|i| json!({"blob": i})).collect();
-    let inputs = match refs.as_slice() {
-        [one] => one.clone(),
-        _ => Value::Array(refs),
+    let inputs = match (explicit_inputs, refs.as_slice()) {
+        (Some(inputs), _) => inputs,
+        (None, [one]) => one.clone(),
+        (None, _) => Value::Array(refs),
     };
     req.insert("inputs".into(), inputs);
     req.insert("parameters".into(), Value::Object(parameters));

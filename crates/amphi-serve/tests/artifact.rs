@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use amphi_core::Task;
 use amphi_serve::{Artifact, Guest, GuestError, GuestLimits, Runtime, load_model_dir};
 use amphi_tests::hosts::Host;
-use amphi_tests::{artifact_path, checks, fixture_model, minilm_dir};
+use amphi_tests::{artifact_path, checks, efficientnet_dir, fixture_model, minilm_dir};
 use anyhow::{Context, Result, ensure};
 
 /// A runtime sharing one precompiled-module cache across the tests of this run.
@@ -36,11 +36,12 @@ impl Host for Wasm {
         format!("wasm/{}/{}", self.device, self.precision)
     }
 
-    fn run(
+    fn run_with(
         &self,
         task: Task,
         model: &Path,
         request: &serde_json::Value,
+        attachments: &[Vec<u8>],
     ) -> Result<serde_json::Value> {
         let mut guests = self.guests.lock().expect("lock");
         if !guests.contains_key(model) {
@@ -58,7 +59,13 @@ impl Host for Wasm {
             guests.insert(model.to_path_buf(), (guest, handle));
         }
         let (guest, handle) = guests.get_mut(model).context("guest")?;
-        let (json, _) = guest.run(*handle, task.as_str(), &serde_json::to_vec(request)?)?;
+        let attachments: Vec<&[u8]> = attachments.iter().map(Vec::as_slice).collect();
+        let (json, _) = guest.run_with(
+            *handle,
+            task.as_str(),
+            &serde_json::to_vec(request)?,
+            &attachments,
+        )?;
         Ok(serde_json::from_slice(&json)?)
     }
 }
@@ -131,6 +138,8 @@ fn goldens_through_the_artifact() -> Result<()> {
     checks::tiny_seqcls(&host)?;
     checks::tiny_tokcls(&host)?;
     checks::minilm(&host, &minilm_dir())?;
+    checks::tiny_vit(&host)?;
+    checks::efficientnet(&host, &efficientnet_dir())?;
     Ok(())
 }
 
@@ -143,6 +152,8 @@ fn goldens_through_the_artifact_on_the_gpu() -> Result<()> {
     checks::tiny_seqcls(&host)?;
     checks::tiny_tokcls(&host)?;
     checks::minilm(&host, &minilm_dir())?;
+    checks::tiny_vit(&host)?;
+    checks::efficientnet(&host, &efficientnet_dir())?;
     Ok(())
 }
 

@@ -258,7 +258,8 @@ pub(crate) fn parse_config(bytes: &[u8]) -> Result<Config> {
                 .unwrap_or_else(|| "<none: config.json names no model_type>".to_owned()),
             supported:
                 "bert (BertModel, BertForSequenceClassification, BertForTokenClassification), \
-                 vit (ViTForImageClassification)"
+                 vit (ViTForImageClassification), efficientnet-lite \
+                 (EfficientNetLiteForImageClassification)"
                     .to_owned(),
         });
     }
