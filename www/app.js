@@ -68,7 +68,9 @@ export function setupPage({ task, model, run }) {
       const started = performance.now();
       await run(pipe);
       $('run-ms').textContent = ms(performance.now() - started);
-      $('status').textContent = `Done: ${pipe.lastRun?.tokens ?? '?'} tokens.`;
+      $('status').textContent = task === 'image-classification'
+        ? 'Done.'
+        : `Done: ${pipe.lastRun?.tokens ?? '?'} tokens.`;
       document.body.dataset.state = 'done';
     } catch (e) {
       $('error').textContent = `${e.code ?? 'error'}: ${e.message}`;
@@ -84,6 +86,7 @@ const PAGES = [
   ['feature-extraction', 'Embeddings & similarity'],
   ['text-classification', 'Text classification'],
   ['token-classification', 'Named entities'],
+  ['image-classification', 'Images'],
 ];
 
 /** The header with navigation, and the model / device / worker controls with the stats row. */

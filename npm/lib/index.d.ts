@@ -5,14 +5,15 @@ export type Device = 'auto' | 'cpu' | 'gpu' | 'webgpu';
 /** Weight precision on a GPU, named like Transformers.js' `dtype`. */
 export type DType = 'fp32' | 'fp16';
 
-export type Task = 'feature-extraction' | 'text-classification' | 'token-classification';
+export type Task =
+  | 'feature-extraction' | 'text-classification' | 'token-classification' | 'image-classification';
 
 /** Stable error codes: match on these, not on messages. */
 export type ErrorCode =
   // from the engine (the same codes as the HTTP API and the CLI)
   | 'missing_file' | 'invalid_json' | 'invalid_config' | 'unsupported_architecture'
   | 'invalid_weights' | 'missing_tensor' | 'unsupported_dtype' | 'shape_mismatch'
-  | 'tokenizer_error' | 'invalid_input' | 'input_too_large' | 'unsupported_task'
+  | 'tokenizer_error' | 'invalid_input' | 'invalid_image' | 'input_too_large' | 'unsupported_task'
   | 'device_unavailable' | 'backend_error' | 'internal_error'
   // from the package
   | 'model_not_found' | 'download_failed' | 'disposed' | 'engine_crashed' | 'abi_mismatch'
@@ -49,6 +50,11 @@ export interface PipelineOptions {
   /** Truncate inputs to at most this many tokens (default: the model's maximum). */
   maxLength?: number;
   /**
+   * Image models: refuse images with more pixels (width × height) than this, before decoding
+   * them (`input_too_large`). Default 40 000 000.
+   */
+  maxImagePixels?: number;
+  /**
    * Weights on the GPU: `fp32` (default), or `fp16` where the WebGPU adapter has `shader-f16`
    * (half the GPU memory; results within about 1e-3 of fp32). Elsewhere `fp16` loads fp32:
    * `info.precision` says which. The CPU always computes in fp32.
@@ -72,17 +78,22 @@ export interface ModelInfo {
   adapter?: string;
   tasks: Task[];
   architectures: string[];
-  hidden_size: number;
-  max_length: number;
-  labels: string[] | null;
-  embedding_defaults: { pooling: Pooling; normalize: boolean };
+  labels: string[];
+  /** Text models. */
+  hidden_size?: number;
+  /** Text models: the default maximum sequence length in tokens. */
+  max_length?: number;
+  /** Text models. */
+  embedding_defaults?: { pooling: Pooling | null; normalize: boolean };
+  /** Image models: the pixel limit per image. */
+  max_image_pixels?: number;
 }
 
 /** Timing of the last call. */
 export interface RunInfo {
   /** Milliseconds inside the engine. */
   ms: number;
-  /** Tokens processed. */
+  /** Tokens processed (0 for images). */
   tokens: number;
   device: 'cpu' | 'gpu';
 }
@@ -170,10 +181,43 @@ export interface TokenClassificationPipeline extends PipelineBase<'token-classif
   (inputs: string[], options?: TokenClassificationOptions): Promise<TokenEntity[][]>;
 }
 
+/** Raw RGBA pixels, 4 bytes each, row-major: an `ImageData` or an object like it. */
+export interface RawImage {
+  data: Uint8ClampedArray | Uint8Array;
+  width: number;
+  height: number;
+}
+
+/**
+ * An image: a URL (or, in Node, a file path), encoded bytes (PNG, JPEG, WebP), a `Blob` /
+ * `File`, raw pixels, or (browsers) an `ImageBitmap`, canvas, `<img>` or `VideoFrame`, whose
+ * pixels are read once without re-encoding. Encoded files are decoded and resized by the
+ * engine exactly as Pillow does, so results match Python's; browser image objects carry the
+ * browser's own decoding (and colour management).
+ */
+export type ImageInput =
+  | string | URL | Uint8Array | ArrayBuffer | Blob | RawImage
+  | ImageBitmap | OffscreenCanvas | HTMLCanvasElement | HTMLImageElement | VideoFrame;
+
+export interface ImageClassificationOptions {
+  /** Labels per image: a number (default 5), or `null` for all. */
+  top_k?: number | null;
+  /** Default `softmax` (`sigmoid` for a single label). */
+  function_to_apply?: 'softmax' | 'sigmoid' | 'none';
+}
+
+export interface ImageClassificationPipeline extends PipelineBase<'image-classification'> {
+  /** One image: its best labels. */
+  (inputs: ImageInput, options?: ImageClassificationOptions): Promise<ClassificationLabel[]>;
+  /** A batch: a list of labels per image. */
+  (inputs: ImageInput[], options?: ImageClassificationOptions): Promise<ClassificationLabel[][]>;
+}
+
 export interface PipelineByTask {
   'feature-extraction': FeatureExtractionPipeline;
   'text-classification': TextClassificationPipeline;
   'token-classification': TokenClassificationPipeline;
+  'image-classification': ImageClassificationPipeline;
 }
 
 /**

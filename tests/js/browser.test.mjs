@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 import * as checks from './support/checks.mjs';
-import { artifact, golden, screenshots } from './support/paths.mjs';
+import { artifact, fixtures, golden, screenshots } from './support/paths.mjs';
 import { startServer } from './support/serve.mjs';
 
 const FLAGS = ['--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--no-first-run',
@@ -168,7 +168,61 @@ test('token-classification page: grouped entities match the golden and are highl
   await page.close();
 });
 
+test('image-classification page: a dropped photo gets the golden top 5 with bars; examples; ImageBitmap and canvas inputs', async () => {
+  const g = golden('efficientnet-lite0-coffee.json').cases[0];
+  const { page, errors } = await open('image-classification.html?device=cpu&worker=1');
+  // Drop coffee.png on the page, as a visitor dragging a file from their desktop would.
+  const b64 = readFileSync(join(fixtures, g.image)).toString('base64');
+  const dataTransfer = await page.evaluateHandle((b64) => {
+    const dt = new DataTransfer();
+    const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+    dt.items.add(new File([bytes], 'coffee.png', { type: 'image/png' }));
+    return dt;
+  }, b64);
+  await page.dispatchEvent('#drop', 'drop', { dataTransfer });
+  await page.waitForSelector('body[data-state="done"], body[data-state="error"]', { timeout: 120_000 });
+  assert.equal(await page.textContent('#error'), '', 'the page shows an error');
+  const labels = await page.$$eval('#results .label', (els) => els.map((e) => e.dataset.label));
+  const scores = await page.$$eval('#results .score', (els) => els.map((e) => Number(e.dataset.score)));
+  assert.deepEqual(labels, g.top5.map((t) => t.label), 'top 5 in the golden order');
+  scores.forEach((s, k) => assert.ok(Math.abs(s - g.top5[k].probability) <= 1e-4, `${labels[k]}: ${s} vs ${g.top5[k].probability}`));
+  assert.equal(await page.textContent('#device-used'), 'CPU (wasm SIMD)');
+  assert.ok(Number(await page.textContent('#run-ms')) > 0, 'inference time shown');
+  assert.equal(await page.$$eval('#results .bar', (b) => b.length), 5, 'five bars');
+  await page.screenshot({ path: join(screenshots, 'image-classification.png'), fullPage: true });
+
+  // An example image: a click classifies it (chelsea is a tabby cat).
+  await page.evaluate(() => { document.body.dataset.state = 'idle'; });
+  await page.click('#examples button[data-src$="chelsea.png"]');
+  await page.waitForSelector('body[data-state="done"], body[data-state="error"]', { timeout: 120_000 });
+  const top = await page.$eval('#results .label', (e) => e.dataset.label);
+  assert.match(top, /cat/, `chelsea.png: ${top}`);
+
+  // The browser's own image objects: pixels drawn once, no re-encoding. Chromium decodes
+  // (and colour-manages) the PNG itself, so only the top label is compared.
+  const viaBrowser = await page.evaluate(async (b64) => {
+    const { pipeline } = await import('amphi');
+    const p = await pipeline('image-classification', '/models/efficientnet-lite0/', { device: 'cpu' });
+    const blob = new Blob([Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0))], { type: 'image/png' });
+    const bitmap = await createImageBitmap(blob);
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    canvas.getContext('2d').drawImage(bitmap, 0, 0);
+    const out = [(await p(bitmap, { top_k: 1 }))[0], (await p(canvas, { top_k: 1 }))[0]];
+    await p.dispose();
+    return out;
+  }, b64);
+  for (const r of viaBrowser) assert.equal(r.label, 'espresso', JSON.stringify(viaBrowser));
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 /** Runs the golden bodies inside a page: pipelines are created there with `import('amphi')`. */
+/** Image descriptors of ./support/checks.mjs: files travel as base64 (a Blob in the page). */
+function toPage(d) {
+  if (Array.isArray(d)) return d.map(toPage);
+  return d.file ? { b64: readFileSync(join(fixtures, d.file)).toString('base64') } : d;
+}
+
 function pageRunner(page, worker, device = 'cpu') {
   return (task, model, inputs, parameters) => page.evaluate(async ([task, model, inputs, parameters, worker, device]) => {
     const { pipeline } = await import('amphi');
@@ -177,8 +231,19 @@ function pageRunner(page, worker, device = 'cpu') {
     globalThis.pipes[key] ??= pipeline(task, `/models/${model}/`, { device, worker });
     const p = await globalThis.pipes[key];
     if (p.device !== (device === 'cpu' ? 'cpu' : 'gpu')) throw new Error(`${key} runs on ${p.device}`);
-    return p(inputs, parameters);
-  }, [task, model, inputs, parameters, worker, device]);
+    // Files as Blobs, raw pixels as ImageData: the browser's own input types.
+    const image = (d) => {
+      if (Array.isArray(d)) return d.map(image);
+      if (d.b64) return new Blob([Uint8Array.from(atob(d.b64), (ch) => ch.charCodeAt(0))], { type: 'image/png' });
+      const data = new Uint8ClampedArray(d.width * d.height * 4);
+      for (let i = 0; i < d.width * d.height; i++) {
+        data.set(d.rgb.slice(3 * i, 3 * i + 3), 4 * i);
+        data[4 * i + 3] = 255;
+      }
+      return new ImageData(data, d.width, d.height);
+    };
+    return p(task === 'image-classification' ? image(inputs) : inputs, parameters);
+  }, [task, model, task === 'image-classification' ? toPage(inputs) : inputs, parameters, worker, device]);
 }
 
 test('goldens inside Chromium: tiny models on the main thread, all-MiniLM-L6-v2 in a Web Worker', async () => {
@@ -187,8 +252,10 @@ test('goldens inside Chromium: tiny models on the main thread, all-MiniLM-L6-v2 
   await checks.tinyBertHiddenStates(main, golden('tiny-bert.json'));
   await checks.tinySeqcls(main, golden('tiny-bert-seqcls.json'));
   await checks.tinyTokcls(main, golden('tiny-bert-tokcls.json'));
+  await checks.tinyVit(main, golden('tiny-vit.json'));
   const inWorker = pageRunner(page, true);
   await checks.minilm(inWorker, golden('minilm-hello-world.json'));
+  await checks.efficientnet(inWorker, golden('efficientnet-lite0-coffee.json'));
   const where = await page.evaluate(async () => {
     const p = await globalThis.pipes['feature-extraction/all-MiniLM-L6-v2/cpu/true'];
     return { worker: p.worker instanceof Worker, device: p.device };
@@ -206,7 +273,9 @@ test('WebGPU (SwiftShader): every golden through the WGSL kernels, on the main t
   await checks.tinyBertHiddenStates(main, golden('tiny-bert.json'));
   await checks.tinySeqcls(main, golden('tiny-bert-seqcls.json'));
   await checks.tinyTokcls(main, golden('tiny-bert-tokcls.json'));
+  await checks.tinyVit(main, golden('tiny-vit.json'));
   await checks.minilm(pageRunner(page, true, 'webgpu'), golden('minilm-hello-world.json'));
+  await checks.efficientnet(pageRunner(page, true, 'webgpu'), golden('efficientnet-lite0-coffee.json'));
   const info = await page.evaluate(async () => (await globalThis.pipes['feature-extraction/all-MiniLM-L6-v2/webgpu/true']).info);
   assert.equal(info.device, 'gpu');
   console.log(`chromium WebGPU adapter: ${info.adapter}`);

@@ -23,13 +23,33 @@ test('the package resolves from node_modules and holds amphi.wasm byte for byte'
   assert.equal(sha256(resolved), sha256(artifact), 'npm package amphi.wasm != target/amphi.wasm');
 });
 
+/**
+ * An image descriptor of ./support/checks.mjs as Node inputs: a file as its path, or as a
+ * Uint8Array (alternately, so both paths run); raw pixels as an ImageData-like object.
+ */
+let flip = false;
+function nodeImage(d) {
+  if (Array.isArray(d)) return d.map(nodeImage);
+  if (d.file) {
+    flip = !flip;
+    return flip ? join(fixtures, d.file) : new Uint8Array(readFileSync(join(fixtures, d.file)));
+  }
+  const data = new Uint8ClampedArray(d.width * d.height * 4);
+  for (let i = 0; i < d.width * d.height; i++) {
+    data.set(d.rgb.slice(3 * i, 3 * i + 3), 4 * i);
+    data[4 * i + 3] = 255;
+  }
+  return { data, width: d.width, height: d.height };
+}
+
 /** One pipeline per (task, model), loaded from the fixture folders. */
 function nodeRunner() {
   const loaded = new Map();
   const run = async (task, model, inputs, parameters) => {
     const key = `${task}/${model}`;
     if (!loaded.has(key)) loaded.set(key, pipeline(task, modelDir(model), { device: 'cpu' }));
-    return (await loaded.get(key))(inputs, parameters);
+    const input = task === 'image-classification' ? nodeImage(inputs) : inputs;
+    return (await loaded.get(key))(input, parameters);
   };
   run.dispose = async () => Promise.all([...loaded.values()].map(async (p) => (await p).dispose()));
   return run;
@@ -44,6 +64,30 @@ test('goldens: tiny models and all-MiniLM-L6-v2 within the fixtures tolerances',
   await run.dispose();
 });
 
+test('image classification: tiny-vit and EfficientNet-Lite0 within the fixtures tolerances', async () => {
+  const run = nodeRunner();
+  await checks.tinyVit(run, golden('tiny-vit.json'));
+  await checks.efficientnet(run, golden('efficientnet-lite0-coffee.json'));
+  await run.dispose();
+});
+
+test('bad images give typed errors; the pixel limit is configurable', async () => {
+  const vit = await pipeline('image-classification', join(fixtures, 'models/tiny-vit'), { device: 'cpu', maxImagePixels: 10_000 });
+  const png = new Uint8Array(readFileSync(join(fixtures, 'images/chelsea.png')));
+  const code = (p) => p.then(() => 'ok', (e) => (e instanceof AmphiError ? e.code : `not an AmphiError: ${e}`));
+  assert.equal(await code(vit(new Uint8Array([1, 2, 3]))), 'invalid_image');
+  assert.equal(await code(vit(png.slice(0, 1000))), 'invalid_image');
+  assert.equal(await code(vit(new Uint8Array())), 'invalid_image');
+  assert.equal(await code(vit(png)), 'input_too_large', '451×300 is over 10 000 pixels');
+  assert.equal(await code(vit({ data: new Uint8ClampedArray(12), width: 2, height: 2 })), 'invalid_input');
+  assert.equal(await code(vit({ data: new Uint8ClampedArray(0), width: 0, height: 0 })), 'invalid_image');
+  assert.equal(await code(vit(42)), 'invalid_input');
+  assert.equal(await code(vit('/nonexistent.png')), 'invalid_input');
+  const small = { data: new Uint8ClampedArray(64 * 64 * 4).fill(128), width: 64, height: 64 };
+  assert.equal((await vit(small)).length, 3, 'still runs after bad images');
+  await vit.dispose();
+});
+
 test('bad input gives an AmphiError with a stable code', async () => {
   const rejects = (promise, code) => assert.rejects(promise, (e) => {
     assert.ok(e instanceof AmphiError, `${e} is not an AmphiError`);
@@ -53,7 +97,8 @@ test('bad input gives an AmphiError with a stable code', async () => {
   const tiny = modelDir('tiny-bert');
   await rejects(pipeline('summarization', tiny), 'unsupported_task');
   await rejects(pipeline('text-classification', tiny), 'unsupported_task');
-  await rejects(pipeline('feature-extraction', join(fixtures, 'models/tiny-vit')), 'unsupported_architecture');
+  await rejects(pipeline('feature-extraction', join(fixtures, 'models/tiny-vit')), 'unsupported_task');
+  await rejects(pipeline('image-classification', tiny), 'unsupported_task');
   await rejects(pipeline('feature-extraction', '/nonexistent/model'), 'model_not_found');
   await rejects(pipeline('feature-extraction', 'not a model id!'), 'invalid_input');
   await rejects(pipeline('feature-extraction', tiny, { device: 'tpu' }), 'invalid_input');

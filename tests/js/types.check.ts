@@ -24,6 +24,15 @@ export async function usage(): Promise<void> {
   const entities: TokenEntity[] = await ner('Ada lives in London', { aggregation_strategy: 'simple' });
   console.log(entities.map((e) => e.entity_group));
 
+  const vision = await pipeline('image-classification', 'org/vit', { maxImagePixels: 1e7 });
+  const top: { label: string; score: number }[] = await vision(new Uint8Array([1, 2]), { top_k: 3 });
+  const each = await vision(['a.png', new Blob([]), { data: new Uint8ClampedArray(4), width: 1, height: 1 }]);
+  console.log(top[0]?.label, each[0]?.[0]?.score, vision.info.max_image_pixels);
+  // @ts-expect-error: an image pipeline takes images, not numbers
+  await vision(42);
+  // @ts-expect-error: not an image-classification option
+  await vision('a.png', { pooling: 'mean' });
+
   try {
     await ner('x');
   } catch (e) {

@@ -55,7 +55,7 @@ class Amphi {
     self.instance = await WebAssembly.instantiate(module, imports);
     self.x = self.instance.exports;
     self.memory = self.x.memory;
-    assert.equal(self.x.amphi_abi_version(), 2);
+    assert.equal(self.x.amphi_abi_version(), 3);
     return self;
   }
 
@@ -139,12 +139,29 @@ test('tiny-bert-seqcls labels and scores match the reference (abs 1e-5)', async 
   }
 });
 
+test('tiny-vit from a base64 PNG: every probability within 1e-5 of the reference', async () => {
+  const amphi = await Amphi.create();
+  const model = amphi.loadModel(join(fixtures, 'models/tiny-vit'));
+  for (const c of golden('tiny-vit.json').cases.filter((c) => c.image)) {
+    const inputs = readFileSync(join(fixtures, c.image)).toString('base64');
+    const got = amphi.run(model, 'image-classification', { inputs, parameters: { top_k: null } });
+    const want = c.pipeline.map((l) => l.label);
+    assert.deepEqual(got.map((l) => l.label), want, c.name);
+    got.forEach((l) => {
+      const p = c.probabilities.data[Number(Object.entries(golden('tiny-vit.json').id2label).find(([, v]) => v === l.label)[0])];
+      assert.ok(Math.abs(l.score - p) <= 1e-5, `${c.name} ${l.label}: ${l.score} vs ${p}`);
+    });
+  }
+});
+
 test('typed errors carry their code; a trap is survived by a fresh instance', async () => {
   const amphi = await Amphi.create();
   const model = amphi.loadModel(join(fixtures, 'models/tiny-bert'));
   assert.throws(() => amphi.run(model, 'feature-extraction', { inputs: [] }), { code: 'invalid_input' });
   assert.throws(() => amphi.run(model, 'text-classification', { inputs: 'x' }), { code: 'unsupported_task' });
-  assert.throws(() => amphi.loadModel(join(fixtures, 'models/tiny-vit')), { code: 'unsupported_architecture' });
+  const vit = amphi.loadModel(join(fixtures, 'models/tiny-vit'));
+  assert.throws(() => amphi.run(vit, 'feature-extraction', { inputs: 'x' }), { code: 'unsupported_task' });
+  assert.throws(() => amphi.run(vit, 'image-classification', { inputs: 'bm90IGFuIGltYWdl' }), { code: 'invalid_image' });
 
   assert.throws(() => amphi.x.amphi_debug_panic(), WebAssembly.RuntimeError);
   assert.ok(amphi.logs.some(([level, m]) => level === 0 && m.includes('amphi_debug_panic called')));

@@ -259,6 +259,21 @@ fn assemble_www(tarball: &Path) -> Result<PathBuf> {
         .arg("-C")
         .arg(dest.join("pkg")))?;
     std::fs::rename(dest.join("pkg/package"), dest.join("pkg/amphi"))?;
+    // Example photos for the image page: the fixtures' CC0 images, when this checkout has them.
+    let images = root().join("../shared/fixtures/images");
+    let mut examples = Vec::new();
+    std::fs::create_dir_all(dest.join("examples"))?;
+    for name in ["coffee.png", "chelsea.png"] {
+        if images.join(name).is_file() {
+            std::fs::copy(images.join(name), dest.join("examples").join(name))?;
+            examples.push(name);
+        }
+    }
+    let list: Vec<String> = examples.iter().map(|n| format!("\"{n}\"")).collect();
+    std::fs::write(
+        dest.join("examples/images.json"),
+        format!("[{}]", list.join(",")),
+    )?;
     eprintln!("{}", dest.display());
     Ok(dest)
 }
@@ -358,6 +373,7 @@ fn test() -> Result<()> {
 fn up() -> Result<()> {
     step("set-up");
     let minilm = fetch_model()?;
+    let effnet = efficientnet::fetch_efficientnet()?;
     let www = www()?;
     run(cargo().args(["build", "--release", "-p", "amphi-cli"]))?;
     step("serving the playground and the HTTP API from amphi.wasm (Ctrl-C to stop)");
@@ -370,11 +386,13 @@ fn up() -> Result<()> {
         .any(|a| a == "--model" || a.starts_with("--model="))
     {
         cmd.arg("--model")
-            .arg(format!("all-MiniLM-L6-v2={}", minilm.display()));
+            .arg(format!("all-MiniLM-L6-v2={}", minilm.display()))
+            .arg("--model")
+            .arg(format!("efficientnet-lite0={}", effnet.display()));
         // The tiny classifiers of the test fixtures, when this checkout has them, so that the
         // classification pages have a model to run.
         let fixtures = root().join("../shared/fixtures/models");
-        for name in ["tiny-bert-seqcls", "tiny-bert-tokcls"] {
+        for name in ["tiny-bert-seqcls", "tiny-bert-tokcls", "tiny-vit"] {
             if fixtures.join(name).is_dir() {
                 cmd.arg("--model")
                     .arg(format!("{name}={}", fixtures.join(name).display()));

@@ -114,3 +114,57 @@ export async function minilm(run, golden) {
     checkTokens(`minilm ${c.name} last_hidden_state`, tokens, c.last_hidden_state, c.attention_mask, TOL_MINILM_HIDDEN);
   }
 }
+
+// Image classification. Images are passed as descriptors that each host turns into its own
+// input types: `{ file }` (an image file of the fixtures: bytes, a Blob, a path…) or
+// `{ rgb, width, height }` (raw pixels: ImageData or alike).
+
+/** Compares a ranked `[{label, score}]` output with a golden distribution (label order exact). */
+function compareDistribution(what, got, labels, want, tol) {
+  const order = want.map((_, i) => i).sort((a, b) => want[b] - want[a]);
+  assert.ok(got.length <= want.length, `${what}: ${got.length} labels`);
+  got.forEach((g, k) => {
+    const i = order[k];
+    assert.equal(g.label, labels[i], `${what}[${k}].label`);
+    assert.ok(Math.abs(g.score - want[i]) <= tol, `${what}[${k}] ${g.label}: ${g.score} vs ${want[i]} (tolerance ${tol})`);
+  });
+}
+
+/**
+ * tiny-vit from the image files and from the stored resize as raw pixels: every probability
+ * within 1e-5 of PyTorch's (the resize is Pillow's bit for bit), and both images as a batch.
+ */
+export async function tinyVit(run, golden) {
+  const labels = Object.keys(golden.id2label).sort((a, b) => a - b).map((i) => golden.id2label[i]);
+  const cases = golden.cases.filter((c) => c.image);
+  for (const c of cases) {
+    const want = c.probabilities.data;
+    const file = await run('image-classification', 'tiny-vit', { file: c.image }, { top_k: null });
+    compareDistribution(`tiny-vit ${c.name} (file)`, file, labels, want, TOL_PROB);
+    const pixels = { rgb: c.resized_rgb_u8.data, width: 32, height: 32 };
+    const raw = await run('image-classification', 'tiny-vit', pixels, { top_k: null });
+    compareDistribution(`tiny-vit ${c.name} (pixels)`, raw, labels, want, TOL_PROB);
+  }
+  const batch = await run('image-classification', 'tiny-vit', cases.map((c) => ({ file: c.image })), { top_k: 2 });
+  assert.equal(batch.length, cases.length, 'one result per image');
+  batch.forEach((got, i) => {
+    assert.equal(got.length, 2, 'top_k 2');
+    compareDistribution(`tiny-vit batch[${i}]`, got, labels, cases[i].probabilities.data, TOL_PROB);
+  });
+}
+
+/**
+ * EfficientNet-Lite0 on coffee.png from the file: the golden's top 5 in order, probabilities
+ * within 1e-4 and logits (`function_to_apply: none`) within 1e-3.
+ */
+export async function efficientnet(run, golden) {
+  const c = golden.cases[0];
+  for (const [field, fn, tol] of [['probability', 'softmax', 1e-4], ['logit', 'none', 1e-3]]) {
+    const got = await run('image-classification', 'efficientnet-lite0', { file: c.image }, { top_k: 5, function_to_apply: fn });
+    assert.equal(got.length, 5, 'top 5');
+    got.forEach((g, k) => {
+      assert.equal(g.label, c.top5[k].label, `efficientnet [${k}].label`);
+      assert.ok(Math.abs(g.score - c.top5[k][field]) <= tol, `efficientnet ${g.label} ${field}: ${g.score} vs ${c.top5[k][field]}`);
+    });
+  }
+}
