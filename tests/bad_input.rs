@@ -289,3 +289,112 @@ fn a_classifier_without_labels_is_refused() -> Result<()> {
     assert_eq!(e.code(), "shape_mismatch", "{e}");
     Ok(())
 }
+
+fn vit_files() -> ModelFiles {
+    tiny("tiny-vit")
+}
+
+/// Image models: broken preprocessing configs and configs that do not fit the model, images
+/// given to text pipelines and text to image pipelines, and limits.
+#[test]
+fn image_model_errors() -> Result<()> {
+    let edit = |pre: &str| vit_files().with("preprocessor_config.json", pre.as_bytes().to_vec());
+    let cases = [
+        (edit("{not json"), "invalid_json"),
+        (
+            edit(r#"{"size": {"height": 0, "width": 32}}"#),
+            "invalid_config",
+        ),
+        (
+            edit(r#"{"size": {"height": 32, "width": 32}, "resample": 7}"#),
+            "invalid_json",
+        ),
+        // A resize that does not give the model's 32×32.
+        (
+            edit(r#"{"size": {"height": 64, "width": 64}}"#),
+            "invalid_config",
+        ),
+        (edit(r#"{"size": {"shortest_edge": 32}}"#), "invalid_config"),
+        (
+            {
+                let mut f = vit_files();
+                f.take("preprocessor_config.json");
+                f
+            },
+            "missing_file",
+        ),
+    ];
+    for (files, code) in cases {
+        let e = load_err(Task::ImageClassification, files);
+        assert_eq!(e.code(), code, "{e}");
+    }
+    let e = load_err(Task::FeatureExtraction, vit_files());
+    assert_eq!(e.code(), "unsupported_task", "{e}");
+    let e = load_err(Task::ImageClassification, tiny("tiny-bert-seqcls"));
+    assert_eq!(e.code(), "unsupported_task", "{e}");
+
+    let vit = Pipeline::load(
+        Task::ImageClassification,
+        vit_files(),
+        &LoadOptions::default(),
+    )?;
+    let options = RunOptions::default();
+    let code = |r: amphi_core::Result<amphi_core::Output>| r.expect_err("refused").code();
+    assert_eq!(
+        code(vit.run(&["text".into()], &options)),
+        "unsupported_task"
+    );
+    assert_eq!(code(vit.run_images(Vec::new(), &options)), "invalid_input");
+    let gray = amphi_core::image::ImageInput::Rgba {
+        width: 8,
+        height: 8,
+        data: vec![128; 256],
+    };
+    let many = vec![gray.clone(); 300];
+    assert_eq!(code(vit.run_images(many, &options)), "input_too_large");
+    let pooled = RunOptions {
+        pooling: Some(amphi_core::Pooling::Mean),
+        ..RunOptions::default()
+    };
+    assert_eq!(
+        code(vit.run_images(vec![gray.clone()], &pooled)),
+        "invalid_input"
+    );
+    assert_eq!(vit.run_images(vec![gray], &options)?.len(), 1);
+    let started = vit.start_json(br#"{"inputs": {"blob": 0, "width": 2}}"#, vec![vec![0; 16]]);
+    assert_eq!(started.expect_err("refused").code(), "invalid_input");
+    let started = vit.start_json(br#"{"inputs": [], "parameters": {"top_k": 1}}"#, Vec::new());
+    assert_eq!(started.expect_err("refused").code(), "invalid_input");
+
+    let text = Pipeline::load(
+        Task::TextClassification,
+        tiny("tiny-bert-seqcls"),
+        &LoadOptions::default(),
+    )?;
+    assert_eq!(
+        code(text.run_images(
+            vec![amphi_core::image::ImageInput::Encoded(vec![1])],
+            &options
+        )),
+        "unsupported_task"
+    );
+    Ok(())
+}
+
+/// A corrupt or mismatched ViT checkpoint gives the typed weight errors text models give.
+#[test]
+fn image_model_weights() -> Result<()> {
+    let files = vit_files().with("model.safetensors", b"garbage".to_vec());
+    assert_eq!(
+        load_err(Task::ImageClassification, files).code(),
+        "invalid_weights"
+    );
+    let mut entries = read_safetensors(vit_files().get("model.safetensors").expect("weights"))?;
+    entries.retain(|e| e.name != "vit.layernorm.weight");
+    let files = vit_files().with("model.safetensors", write_safetensors(&entries)?);
+    assert_eq!(
+        load_err(Task::ImageClassification, files).code(),
+        "missing_tensor"
+    );
+    Ok(())
+}

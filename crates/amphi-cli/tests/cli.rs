@@ -429,3 +429,80 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+/// `amphi run image-classification`: a file argument, a JSON list of paths on stdin, natively
+/// and through amphi.wasm (same labels, probabilities within 1e-5 of the golden), and one-line
+/// errors for a file that is not an image.
+#[test]
+fn image_classification_from_files_native_and_wasm() -> Result<()> {
+    let artifact = amphi_tests::artifact_path();
+    let artifact = artifact.to_str().context("path")?;
+    let vit = fixture_model("tiny-vit");
+    let vit = vit.to_str().context("path")?;
+    let g = golden("tiny-vit.json")?;
+    let fixtures = amphi_tests::fixtures();
+    let image = |name: &str| {
+        fixtures
+            .join("images")
+            .join(name)
+            .to_string_lossy()
+            .into_owned()
+    };
+    for runtime in ["native", "wasm"] {
+        let common = ["--runtime", runtime, "--artifact", artifact, "-m", vit];
+        let mut args = vec!["run", "image-classification"];
+        args.extend(common);
+        let chelsea = image("chelsea.png");
+        let mut one = args.clone();
+        one.extend(["--top-k", "all", chelsea.as_str()]);
+        let out = json(&amphi(&one, None)?)?;
+        let want = &g["cases"][0]["pipeline"];
+        let labels = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| x["label"].as_str().unwrap_or("").to_owned())
+                .collect()
+        };
+        ensure!(labels(&out) == labels(want), "{runtime}: {out} vs {want}");
+        for (got, want) in out
+            .as_array()
+            .into_iter()
+            .flatten()
+            .zip(want.as_array().into_iter().flatten())
+        {
+            let (got, want) = (got["score"].as_f64(), want["score"].as_f64());
+            ensure!(
+                matches!((got, want), (Some(a), Some(b)) if (a - b).abs() <= 1e-5),
+                "{runtime}: {got:?} vs {want:?}"
+            );
+        }
+        let stdin = serde_json::to_string(&[image("chelsea.png"), image("coffee.png")])?;
+        let batch = json(&amphi(&args, Some(&stdin))?)?;
+        ensure!(
+            batch.as_array().map(Vec::len) == Some(2),
+            "{runtime}: {batch}"
+        );
+        ensure!(
+            batch[1][0]["label"] == "dog",
+            "{runtime}: tiny-vit's coffee.png: {batch}"
+        );
+
+        let not_an_image = fixture_model("tiny-vit").join("config.json");
+        let mut bad = args.clone();
+        bad.push(not_an_image.to_str().context("path")?);
+        let out = amphi(&bad, None)?;
+        ensure!(
+            out.status.code() == Some(2),
+            "{runtime}: exit {:?}",
+            out.status
+        );
+        let err = String::from_utf8(out.stderr)?;
+        ensure!(
+            err.starts_with("error[invalid_image]: "),
+            "{runtime}: {err}"
+        );
+        ensure!(err.lines().count() == 1, "{runtime}: {err}");
+    }
+    Ok(())
+}
