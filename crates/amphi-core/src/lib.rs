@@ -2,7 +2,8 @@
 //!
 //! amphi's host-neutral inference engine. It compiles natively and for
 //! `wasm32-unknown-unknown` with no filesystem, no threads and no JavaScript: a host hands it
-//! the files of a Hugging Face model folder as bytes, and it runs text pipelines on them.
+//! the files of a Hugging Face model folder as bytes, and it runs text and image pipelines on
+//! them.
 //!
 //! ```no_run
 //! use amphi_core::{LoadOptions, ModelFiles, Pipeline, RunOptions, Task, Pooling};
@@ -18,7 +19,11 @@
 //! # }
 //! ```
 //!
-//! The public surface is deliberately small: [`Pipeline`] (a task bound to a [`TextModel`]),
+//! Image classification takes encoded images (or raw RGBA pixels) with
+//! [`Pipeline::run_images`]; hosts that speak JSON use [`Pipeline::start_json`] with the images
+//! attached as bytes.
+//!
+//! The public surface is deliberately small: [`Pipeline`] (a task bound to a [`Model`]),
 //! [`ModelFiles`], options and outputs, the closed [`Device`] enum and one [`Error`] enum with
 //! stable codes. Compute backends are internal; see `ARCHITECTURE.md`.
 
