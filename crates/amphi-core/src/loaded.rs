@@ -12,9 +12,9 @@ use crate::vision::{self, ImageModel};
 #[derive(Debug)]
 pub enum Model {
     /// Text pipelines (feature extraction, text and token classification).
-    Text(TextModel),
+    Text(Box<TextModel>),
     /// Image classification.
-    Image(ImageModel),
+    Image(Box<ImageModel>),
 }
 
 /// What a host shows about a loaded model (`amphi_model_info`, `GET /v1/models`).
@@ -49,9 +49,9 @@ impl Model {
     /// architecture (`ViTForImageClassification`), else a text model.
     pub fn load(files: ModelFiles, options: &LoadOptions) -> Result<Self> {
         if vision::is_image_model(files.require("config.json")?) {
-            ImageModel::load(files, options).map(Model::Image)
+            ImageModel::load(files, options).map(|m| Model::Image(Box::new(m)))
         } else {
-            TextModel::load(files, options).map(Model::Text)
+            TextModel::load(files, options).map(|m| Model::Text(Box::new(m)))
         }
     }
 
