@@ -17,6 +17,8 @@ use crate::{artifact, cargo, fetch_model, npm_package, output, root, run, step};
 /// onnxruntime from PyPI (the fp32 export in ../shared/bench was checked with 1.32).
 const ONNXRUNTIME: &str = "onnxruntime==1.32.0";
 const NUMPY: &str = "numpy==2.3.5";
+/// Pillow for the vision peer's preprocessing (the version the fixtures' references used).
+const PILLOW: &str = "pillow==13.0.0";
 
 fn bench_dir() -> PathBuf {
     root().join("target/bench")
@@ -39,6 +41,7 @@ fn peers(tarball: &Path) -> Result<(PathBuf, PathBuf)> {
         "--disable-pip-version-check",
         ONNXRUNTIME,
         NUMPY,
+        PILLOW,
     ]))?;
     step("peers: onnxruntime-web, Transformers.js and playwright-core (target/bench/npm)");
     let npm = dir.join("npm");
@@ -237,5 +240,159 @@ pub(crate) fn bench() -> Result<()> {
         "\nwritten to {} and README.md's performance section",
         out.join("results.md").display()
     );
+    Ok(())
+}
+
+/// `cargo xtask bench-vision`: EfficientNet-Lite0 classifying one photo end to end (decode,
+/// resize, crop, normalise, model, softmax), in one run: amphi natively (1 thread), amphi.wasm
+/// under wasmtime (with and without deadlines), the npm package in Node, and onnxruntime (PyPI,
+/// 1 thread and all threads) on the BN-folded ONNX export with Pillow's preprocessing. Every
+/// runtime's top 5 must agree before the times count. Results: `target/bench/results/vision.md`.
+pub(crate) fn bench_vision() -> Result<()> {
+    step("set-up: EfficientNet-Lite0, amphi.wasm, the release CLI, the npm package, the peers");
+    let model = crate::efficientnet::fetch_efficientnet()?;
+    artifact()?;
+    run(cargo().args(["build", "--release", "-p", "amphi-cli"]))?;
+    let tarball = npm_package()?;
+    let (python, npm) = peers(&tarball)?;
+    let onnx = root().join("../shared/bench/efficientnet-lite0/model.onnx");
+    ensure!(
+        onnx.is_file(),
+        "{} is missing (the peer's ONNX export)",
+        onnx.display()
+    );
+    let image = std::env::var_os("AMPHI_BENCH_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/fixtures/images/coffee.png"));
+    ensure!(
+        image.is_file(),
+        "{} is missing (set AMPHI_BENCH_IMAGE)",
+        image.display()
+    );
+
+    let out = bench_dir().join("results");
+    std::fs::create_dir_all(&out)?;
+    let amphi = root().join("target/release/amphi");
+    let mut files = Vec::new();
+    step("amphi native (1 thread), amphi.wasm under wasmtime (with and without deadlines)");
+    for (file, extra) in [
+        (
+            "vision-native.json",
+            &["--runtime", "native", "--profile"][..],
+        ),
+        ("vision-wasm.json", &["--runtime", "wasm"][..]),
+        (
+            "vision-wasm-no-deadline.json",
+            &["--runtime", "wasm", "--no-deadline"][..],
+        ),
+    ] {
+        let path = out.join(file);
+        run(Command::new(&amphi)
+            .arg("bench")
+            .arg("--model")
+            .arg(&model)
+            .arg("--image")
+            .arg(&image)
+            .args(extra)
+            .arg("--out")
+            .arg(&path)
+            .env("RAYON_NUM_THREADS", "1"))?;
+        files.push(path);
+    }
+    step("Node.js: amphi's npm package");
+    let node = out.join("vision-node.json");
+    run(Command::new("node")
+        .arg("vision-node.mjs")
+        .arg(&model)
+        .arg(&image)
+        .arg(&node)
+        .current_dir(&npm))?;
+    files.push(node);
+    step("onnxruntime (PyPI) with Pillow preprocessing: 1 thread, all threads");
+    for (threads, file) in [("1", "vision-ort-1.json"), ("0", "vision-ort-all.json")] {
+        let path = out.join(file);
+        run(Command::new(&python)
+            .arg(npm.join("ort_vision.py"))
+            .arg(&onnx)
+            .arg(&model)
+            .arg(&image)
+            .arg(threads)
+            .arg(&path))?;
+        files.push(path);
+    }
+
+    let rows: Vec<serde_json::Value> = files
+        .iter()
+        .map(|f| Ok(serde_json::from_slice(&std::fs::read(f)?)?))
+        .collect::<Result<_>>()?;
+    let labels = |r: &serde_json::Value| -> Vec<String> {
+        r["top5"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| x["label"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    // rows[4]: onnxruntime with one thread, the reference of the ratios.
+    let reference = &rows[4];
+    for r in &rows {
+        ensure!(
+            labels(r) == labels(reference),
+            "{} disagrees with onnxruntime: {:?} vs {:?}",
+            r["runtime"],
+            labels(r),
+            labels(reference)
+        );
+        let (a, b) = (&r["top5"][0]["score"], &reference["top5"][0]["score"]);
+        let d = (a.as_f64().unwrap_or(f64::NAN) - b.as_f64().unwrap_or(f64::NAN)).abs();
+        ensure!(
+            d <= 1e-4,
+            "{}: top-1 probability {a} vs onnxruntime's {b}",
+            r["runtime"]
+        );
+    }
+    let ort1 = reference["median"].as_f64().context("median")?;
+    let mut md = format!(
+        "EfficientNet-Lite0 on {} ({}), end to end (decode, resize, crop, normalise, model, \
+         softmax), batch 1; top 5 identical in every runtime ({}).\n\n\
+         | runtime | median ms (min–max) | onnxruntime 1 thread ÷ this |\n|---|---|---|\n",
+        image.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
+        output(
+            Command::new("sh")
+                .arg("-c")
+                .arg("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")
+        )?
+        .trim(),
+        labels(reference).join(", ")
+    );
+    for r in &rows {
+        let median = r["median"].as_f64().context("median")?;
+        md.push_str(&format!(
+            "| {} | {median:.1} ({:.1}–{:.1}) | {:.2}× |\n",
+            r["runtime"].as_str().unwrap_or("?"),
+            r["min"].as_f64().unwrap_or(f64::NAN),
+            r["max"].as_f64().unwrap_or(f64::NAN),
+            ort1 / median
+        ));
+    }
+    let profile: Vec<String> = rows[0]["profile"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["ms_per_run"].as_f64().unwrap_or(0.0) >= 0.05)
+        .map(|o| {
+            format!(
+                "{} {:.1} ms",
+                o["op"].as_str().unwrap_or("?"),
+                o["ms_per_run"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    md.push_str(&format!(
+        "\namphi native, per run: {}.\n",
+        profile.join(", ")
+    ));
+    std::fs::write(out.join("vision.md"), &md)?;
+    eprintln!("\n{md}");
     Ok(())
 }

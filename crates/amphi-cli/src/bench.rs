@@ -58,6 +58,98 @@ pub(crate) struct BenchArgs {
     /// Wasm runtime: compile without interruption checks (`amphi serve --deadline-ms 0`).
     #[arg(long)]
     no_deadline: bool,
+    /// Time image classification of this file instead (an image model in `--model`; batch 1,
+    /// decoding and preprocessing included), with `--warmup`, `--min-runs`, `--max-runs`,
+    /// `--budget-ms`, `--profile` and `--out`.
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
+}
+
+/// One way to classify an image file: the top 5 as JSON.
+type Classify<'a> = Box<dyn FnMut(&[u8]) -> Result<Value> + 'a>;
+
+fn classifier(
+    dir: &str,
+    runtime: RuntimeArg,
+    interrupt: bool,
+) -> Result<Classify<'static>, Failure> {
+    let request = serde_json::to_vec(&json!({"inputs": {"blob": 0}, "parameters": {"top_k": 5}}))
+        .map_err(anyhow::Error::from)?;
+    if runtime == RuntimeArg::Native {
+        let options = LoadOptions {
+            device: Device::Cpu,
+            ..LoadOptions::default()
+        };
+        let files = ModelFiles::from_dir(dir).map_err(anyhow::Error::from)?;
+        let pipeline = Pipeline::load(Task::ImageClassification, files, &options)?;
+        return Ok(Box::new(move |bytes| {
+            match pipeline.start_json(&request, vec![bytes.to_vec()])? {
+                amphi_core::Started::Done(r) => Ok(serde_json::to_value(r)?),
+                amphi_core::Started::Pending(_) => bail!("a native readback was left pending"),
+            }
+        }));
+    }
+    let runtime = wasm_runtime(interrupt)?;
+    let spec = amphi_serve::load_model_dir("model", dir.as_ref(), json!({"device": "cpu"}))
+        .map_err(host_failure)?;
+    let mut guest = runtime.instantiate().map_err(host_failure)?;
+    let model = guest
+        .load_model(&spec.files, &spec.options)
+        .map_err(guest_failure)?;
+    Ok(Box::new(move |bytes| {
+        let (json, _) = guest
+            .run_with(model, "image-classification", &request, &[bytes])
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(serde_json::from_slice(&json)?)
+    }))
+}
+
+fn bench_image(args: &BenchArgs, dir: &str, image: &std::path::Path) -> Result<(), Failure> {
+    let bytes = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+    let (name, mut classify) = match args.runtime {
+        RuntimeArg::Native => ("amphi native", classifier(dir, args.runtime, true)?),
+        RuntimeArg::Wasm if args.no_deadline => (
+            "amphi.wasm (wasmtime, no deadline)",
+            classifier(dir, args.runtime, false)?,
+        ),
+        RuntimeArg::Wasm => (
+            "amphi.wasm (wasmtime)",
+            classifier(dir, args.runtime, true)?,
+        ),
+    };
+    let top5 = classify(&bytes)?;
+    for _ in 1..args.warmup {
+        classify(&bytes)?;
+    }
+    if args.profile {
+        amphi_core::profile::start();
+    }
+    let mut ms = Vec::new();
+    let started = Instant::now();
+    while ms.len() < args.min_runs
+        || (ms.len() < args.max_runs && started.elapsed().as_millis() < u128::from(args.budget_ms))
+    {
+        let t = Instant::now();
+        classify(&bytes)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let ops = amphi_core::profile::finish();
+    let profile: Vec<Value> = ops
+        .iter()
+        .map(|o| json!({"op": o.op, "ms_per_run": o.ms / ms.len() as f64}))
+        .collect();
+    let (median, min, max) = stats(&mut ms);
+    eprintln!(
+        "{name}: {}: median {median:.2} ms ({min:.2}–{max:.2}, {} runs)",
+        image.display(),
+        ms.len()
+    );
+    let out = json!({"runtime": name, "ms": ms, "median": median, "min": min, "max": max, "top5": top5, "profile": profile});
+    match &args.out {
+        Some(path) => std::fs::write(path, out.to_string()).context("writing results")?,
+        None => println!("{out}"),
+    }
+    Ok(())
 }
 
 /// `n` texts of `seq - 2` words that are each one token of MiniLM's vocabulary, so that every
@@ -290,6 +382,9 @@ fn wasm(dir: &str, interrupt: bool) -> Result<Embed<'static>, Failure> {
 
 pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
     let dir = model_folder(&args.model)?.to_string_lossy().into_owned();
+    if let Some(image) = &args.image {
+        return bench_image(&args, &dir, image);
+    }
     let shapes: Vec<(usize, usize)> = args
         .shapes
         .iter()
