@@ -138,11 +138,12 @@ fn coefficients(input: usize, output: usize, filter: Filter) -> Coefficients {
     Coefficients { first, weights }
 }
 
-fn clip8(acc: i64) -> u8 {
+fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Resizes interleaved 8-bit pixels (`channels` per pixel, row-major) from `w×h` to `ow×oh`.
+/// Resizes interleaved 8-bit pixels (`channels` per pixel, at most 4, row-major) from `w×h` to
+/// `ow×oh`.
 pub(crate) fn resize(
     src: &[u8],
     (w, h): (usize, usize),
@@ -150,10 +151,13 @@ pub(crate) fn resize(
     (ow, oh): (usize, usize),
     filter: Filter,
 ) -> Vec<u8> {
+    debug_assert!((1..=4).contains(&channels), "1 to 4 channels");
     if filter == Filter::Nearest {
         return nearest(src, (w, h), channels, (ow, oh));
     }
-    let half = 1i64 << (PRECISION_BITS - 1);
+    // Pillow accumulates in 32-bit integers; with weights normalised to 2^22 the sums stay
+    // within ±1.4e9 for every filter, as in Pillow.
+    let half = 1i32 << (PRECISION_BITS - 1);
     let horizontal = if ow != w {
         let c = coefficients(w, ow, filter);
         let mut out = vec![0u8; ow * h * channels];
@@ -162,15 +166,16 @@ pub(crate) fn resize(
             .zip(out.chunks_exact_mut(ow * channels))
         {
             for (x, px) in out_row.chunks_exact_mut(channels).enumerate() {
-                for (ch, o) in px.iter_mut().enumerate() {
-                    let acc = c.weights[x]
-                        .iter()
-                        .enumerate()
-                        .map(|(j, &k)| {
-                            i64::from(src_row[(c.first[x] + j) * channels + ch]) * i64::from(k)
-                        })
-                        .sum::<i64>();
-                    *o = clip8(half + acc);
+                let taps = &c.weights[x];
+                let window = &src_row[c.first[x] * channels..][..taps.len() * channels];
+                let mut acc = [half; 4];
+                for (&k, p) in taps.iter().zip(window.chunks_exact(channels)) {
+                    for (a, &v) in acc.iter_mut().zip(p) {
+                        *a += i32::from(v) * k;
+                    }
+                }
+                for (o, &a) in px.iter_mut().zip(&acc) {
+                    *o = clip8(a);
                 }
             }
         }
@@ -181,37 +186,51 @@ pub(crate) fn resize(
     if oh == h {
         return horizontal;
     }
+    // Vertically, whole rows at a time: the inner loop runs over contiguous bytes.
     let c = coefficients(h, oh, filter);
     let stride = ow * channels;
     let mut out = vec![0u8; oh * stride];
+    let mut acc = vec![0i32; stride];
     for (y, out_row) in out.chunks_exact_mut(stride).enumerate() {
-        for (i, o) in out_row.iter_mut().enumerate() {
-            let acc = c.weights[y]
-                .iter()
-                .enumerate()
-                .map(|(j, &k)| i64::from(horizontal[(c.first[y] + j) * stride + i]) * i64::from(k))
-                .sum::<i64>();
-            *o = clip8(half + acc);
+        acc.fill(half);
+        for (j, &k) in c.weights[y].iter().enumerate() {
+            let row = &horizontal[(c.first[y] + j) * stride..][..stride];
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += i32::from(v) * k;
+            }
+        }
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
+            *o = clip8(a);
         }
     }
     out
 }
 
-/// Pillow's `NEAREST`: the source pixel under each output pixel's centre.
+/// Pillow's `NEAREST` (`ImagingScaleAffine`): the source pixel under each output pixel's
+/// centre, the centres accumulated in f64 one step at a time as Pillow does (so that rounding
+/// at exact boundaries matches it too).
 fn nearest(
     src: &[u8],
     (w, h): (usize, usize),
     channels: usize,
     (ow, oh): (usize, usize),
 ) -> Vec<u8> {
-    let pick = |i: usize, input: usize, output: usize| {
-        (((i as f64 + 0.5) * input as f64 / output as f64) as usize).min(input - 1)
+    let table = |input: usize, output: usize| -> Vec<usize> {
+        let step = input as f64 / output as f64;
+        let mut at = step * 0.5;
+        (0..output)
+            .map(|_| {
+                let i = (at as usize).min(input - 1);
+                at += step;
+                i
+            })
+            .collect()
     };
+    let (xs, ys) = (table(w, ow), table(h, oh));
     let mut out = Vec::with_capacity(ow * oh * channels);
-    for y in 0..oh {
-        let sy = pick(y, h, oh);
-        for x in 0..ow {
-            let s = (sy * w + pick(x, w, ow)) * channels;
+    for &sy in &ys {
+        for &sx in &xs {
+            let s = (sy * w + sx) * channels;
             out.extend_from_slice(&src[s..s + channels]);
         }
     }
