@@ -392,7 +392,25 @@ pub(crate) fn bench_vision() -> Result<()> {
         "\namphi native, per run: {}.\n",
         profile.join(", ")
     ));
+    let wasm = root().join("target/amphi.wasm");
+    md.push_str(&format!(
+        "Run {} UTC on commit {}; amphi.wasm {:.2} MB, {:.2} MB gzipped.\n",
+        output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M"]))?.trim(),
+        output(Command::new("git").args(["rev-parse", "--short", "HEAD"]))?.trim(),
+        std::fs::metadata(&wasm)?.len() as f64 / 1e6,
+        gzip_len(&wasm)? as f64 / 1e6,
+    ));
     std::fs::write(out.join("vision.md"), &md)?;
+    let readme = root().join("README.md");
+    let doc = std::fs::read_to_string(&readme)?;
+    let (start, end) = ("<!-- bench-vision:start -->", "<!-- bench-vision:end -->");
+    match (doc.find(start), doc.find(end)) {
+        (Some(i), Some(j)) if i < j => std::fs::write(
+            &readme,
+            format!("{}\n{md}{}", &doc[..i + start.len()], &doc[j..]),
+        )?,
+        _ => bail!("README.md has no {start} … {end} section"),
+    }
     eprintln!("\n{md}");
     Ok(())
 }
