@@ -363,7 +363,7 @@ pub(crate) fn bench_vision() -> Result<()> {
                 .arg("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")
         )?
         .trim(),
-        labels(reference).join(", ")
+        labels(reference).join("; ")
     );
     for r in &rows {
         let median = r["median"].as_f64().context("median")?;
