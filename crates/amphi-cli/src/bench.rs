@@ -89,13 +89,7 @@ fn classifier(
             }
         }));
     }
-    let runtime = wasm_runtime(interrupt)?;
-    let spec = amphi_serve::load_model_dir("model", dir.as_ref(), json!({"device": "cpu"}))
-        .map_err(host_failure)?;
-    let mut guest = runtime.instantiate().map_err(host_failure)?;
-    let model = guest
-        .load_model(&spec.files, &spec.options)
-        .map_err(guest_failure)?;
+    let (mut guest, model) = wasm_guest(dir, interrupt)?;
     Ok(Box::new(move |bytes| {
         let (json, _) = guest
             .run_with(model, "image-classification", &request, &[bytes])
@@ -363,7 +357,8 @@ fn wasm_runtime(interrupt: bool) -> Result<amphi_serve::Runtime, Failure> {
         .map_err(host_failure)
 }
 
-fn wasm(dir: &str, interrupt: bool) -> Result<Embed<'static>, Failure> {
+/// An instance of amphi.wasm with the model folder loaded on its CPU.
+fn wasm_guest(dir: &str, interrupt: bool) -> Result<(amphi_serve::Guest, i32), Failure> {
     let runtime = wasm_runtime(interrupt)?;
     let spec = amphi_serve::load_model_dir("model", dir.as_ref(), json!({"device": "cpu"}))
         .map_err(host_failure)?;
@@ -371,6 +366,11 @@ fn wasm(dir: &str, interrupt: bool) -> Result<Embed<'static>, Failure> {
     let model = guest
         .load_model(&spec.files, &spec.options)
         .map_err(guest_failure)?;
+    Ok((guest, model))
+}
+
+fn wasm(dir: &str, interrupt: bool) -> Result<Embed<'static>, Failure> {
+    let (mut guest, model) = wasm_guest(dir, interrupt)?;
     Ok(Box::new(move |texts, seq| {
         let request = json!({"inputs": texts, "parameters": {"max_length": seq}});
         let (json, _) = guest

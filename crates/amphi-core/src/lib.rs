@@ -37,6 +37,8 @@ mod models;
 mod pipelines;
 pub mod probe;
 pub mod profile;
+#[cfg(test)]
+mod test_support;
 mod tokenizer;
 mod vision;
 mod weights;

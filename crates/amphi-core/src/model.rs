@@ -147,6 +147,27 @@ pub struct LoadOptions {
     pub max_image_pixels: Option<u64>,
 }
 
+/// The device policy of every model: `cpu` builds on the CPU; `gpu` on the host's GPU or fails
+/// with [`Error::DeviceUnavailable`]; `auto` on a hardware GPU, falling back to the CPU when
+/// there is none, when it is a software adapter (lavapipe, SwiftShader: slower than the CPU
+/// kernels) or when building on it fails.
+pub(crate) fn on_device<E>(
+    options: &LoadOptions,
+    cpu: impl FnOnce() -> Result<E>,
+    gpu: impl FnOnce(&Arc<dyn amphi_gpu::GpuHost>) -> Result<E>,
+) -> Result<E> {
+    match (options.device, &options.gpu) {
+        (Device::Cpu, _) | (Device::Auto, None) => cpu(),
+        (Device::Auto, Some(host)) if host.info().software => cpu(),
+        (Device::Auto, Some(host)) => gpu(host).or_else(|_| cpu()),
+        (Device::Gpu, Some(host)) => gpu(host),
+        (Device::Gpu, None) => Err(Error::DeviceUnavailable {
+            device: "gpu".to_owned(),
+            reason: "no GPU adapter was found".to_owned(),
+        }),
+    }
+}
+
 /// The model is generic over the backend internally; users only see [`Device`].
 enum Engine {
     Cpu(Box<Bert<Cpu>>),
@@ -303,26 +324,10 @@ impl TextModel {
                 be,
             ))
         };
-        let engine = match (options.device, &options.gpu) {
-            (Device::Cpu, _) | (Device::Auto, None) => {
-                Engine::Cpu(Box::new(Bert::load(&Cpu, &weights, &config)?))
-            }
-            // A software adapter (lavapipe, SwiftShader) is slower than the CPU kernels: `auto`
-            // uses it only when asked for the GPU explicitly. A GPU that fails falls back too.
-            (Device::Auto, Some(host)) => match host.info().software {
-                false => gpu(host).or_else(|_| {
-                    Bert::load(&Cpu, &weights, &config).map(|m| Engine::Cpu(Box::new(m)))
-                })?,
-                true => Engine::Cpu(Box::new(Bert::load(&Cpu, &weights, &config)?)),
-            },
-            (Device::Gpu, Some(host)) => gpu(host)?,
-            (Device::Gpu, None) => {
-                return Err(Error::DeviceUnavailable {
-                    device: "gpu".to_owned(),
-                    reason: "no GPU adapter was found".to_owned(),
-                });
-            }
+        let cpu = || -> Result<Engine> {
+            Ok(Engine::Cpu(Box::new(Bert::load(&Cpu, &weights, &config)?)))
         };
+        let engine = on_device(options, cpu, gpu)?;
         drop(weights);
         drop(weights_bytes);
 

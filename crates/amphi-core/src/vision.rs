@@ -11,7 +11,7 @@ use crate::backend::{Backend, Fetched};
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
 use crate::image::{DEFAULT_MAX_IMAGE_PIXELS, Image, Preprocessor};
-use crate::model::{Device, LoadOptions, Precision};
+use crate::model::{Device, LoadOptions, Precision, on_device};
 use crate::models::efficientnet::{self, EfficientNet};
 use crate::models::vit::{self, Vit};
 use crate::weights::{WEIGHTS_FILE, Weights};
@@ -25,8 +25,8 @@ pub(crate) const ARCHITECTURES: [&str; 2] = [
     "EfficientNetLiteForImageClassification",
 ];
 
-/// Whether a `config.json` describes an image model (by `architectures` or `model_type`).
-pub(crate) fn is_image_model(config: &[u8]) -> bool {
+/// The image architecture a `config.json` names (by `model_type` or `architectures`), if any.
+fn image_architecture(config: &[u8]) -> Option<&'static str> {
     #[derive(Deserialize)]
     struct Sniff {
         #[serde(default)]
@@ -34,26 +34,23 @@ pub(crate) fn is_image_model(config: &[u8]) -> bool {
         #[serde(default)]
         model_type: Option<String>,
     }
-    serde_json::from_slice::<Sniff>(config).is_ok_and(|s| {
-        s.architectures
-            .iter()
-            .any(|a| ARCHITECTURES.contains(&a.as_str()))
-            || matches!(s.model_type.as_deref(), Some("vit" | "efficientnet-lite"))
-    })
+    let s = serde_json::from_slice::<Sniff>(config).ok()?;
+    match s.model_type.as_deref() {
+        Some("vit") => Some(ARCHITECTURES[0]),
+        Some("efficientnet-lite") => Some(ARCHITECTURES[1]),
+        _ => ARCHITECTURES
+            .into_iter()
+            .find(|a| s.architectures.iter().any(|x| x == a)),
+    }
+}
+
+/// Whether a `config.json` describes an image model.
+pub(crate) fn is_image_model(config: &[u8]) -> bool {
+    image_architecture(config).is_some()
 }
 
 fn is_efficientnet(config: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Sniff {
-        #[serde(default)]
-        architectures: Vec<String>,
-        #[serde(default)]
-        model_type: Option<String>,
-    }
-    serde_json::from_slice::<Sniff>(config).is_ok_and(|s| {
-        s.model_type.as_deref() == Some("efficientnet-lite")
-            || s.architectures.iter().any(|a| a == ARCHITECTURES[1])
-    })
+    image_architecture(config) == Some(ARCHITECTURES[1])
 }
 
 /// An architecture over one backend.
@@ -159,19 +156,7 @@ impl ImageModel {
                 be,
             ))
         };
-        // The same device policy as text models: `auto` skips software adapters.
-        let engine = match (options.device, &options.gpu) {
-            (Device::Cpu, _) | (Device::Auto, None) => cpu()?,
-            (Device::Auto, Some(host)) if host.info().software => cpu()?,
-            (Device::Auto, Some(host)) => gpu(host).or_else(|_| cpu())?,
-            (Device::Gpu, Some(host)) => gpu(host)?,
-            (Device::Gpu, None) => {
-                return Err(Error::DeviceUnavailable {
-                    device: "gpu".to_owned(),
-                    reason: "no GPU adapter was found".to_owned(),
-                });
-            }
-        };
+        let engine = on_device(options, cpu, gpu)?;
         Ok(Self {
             engine,
             preprocessor,

@@ -251,35 +251,9 @@ fn center_crop(image: &Image, cw: usize, ch: usize) -> Image {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
     use crate::image::DEFAULT_MAX_IMAGE_PIXELS;
-
-    fn fixtures() -> PathBuf {
-        std::env::var_os("AMPHI_FIXTURES").map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-            PathBuf::from,
-        )
-    }
-
-    fn json(path: &str) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(fixtures().join(path)).expect(path)).expect("json")
-    }
-
-    fn numbers(v: &serde_json::Value) -> Vec<f64> {
-        fn walk(v: &serde_json::Value, out: &mut Vec<f64>) {
-            match v {
-                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
-                serde_json::Value::Number(n) => out.push(n.as_f64().expect("f64")),
-                serde_json::Value::Object(o) => walk(&o["data"], out),
-                _ => panic!("unexpected {v}"),
-            }
-        }
-        let mut out = Vec::new();
-        walk(v, &mut out);
-        out
-    }
+    use crate::test_support::{fixtures, json, numbers};
 
     fn load(path: &str) -> Image {
         let bytes = std::fs::read(fixtures().join(path)).expect(path);

@@ -294,13 +294,7 @@ mod tests {
     use crate::Precision;
     use crate::backend::cpu::Cpu;
     use crate::backend::gpu::Gpu;
-
-    fn fixtures() -> PathBuf {
-        std::env::var_os("AMPHI_FIXTURES").map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-            PathBuf::from,
-        )
-    }
+    use crate::test_support::{fixtures, numbers};
 
     /// The converted model: `AMPHI_EFFICIENTNET_DIR`, else the amphi cache, as
     /// `cargo xtask fetch-efficientnet` puts it.
@@ -316,14 +310,6 @@ mod tests {
             PathBuf::from,
         );
         cache.join("models/efficientnet-lite0")
-    }
-
-    fn numbers(v: &serde_json::Value) -> Vec<f64> {
-        v.as_array()
-            .expect("array")
-            .iter()
-            .map(|x| x.as_f64().expect("number"))
-            .collect()
     }
 
     /// Compares a tapped activation with the golden's `debug_activations` entry: the first 16

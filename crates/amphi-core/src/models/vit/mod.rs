@@ -154,20 +154,13 @@ impl<B: Backend> Vit<B> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::sync::Arc;
 
     use super::*;
     use crate::Precision;
     use crate::backend::cpu::Cpu;
     use crate::backend::gpu::Gpu;
-
-    fn fixtures() -> PathBuf {
-        std::env::var_os("AMPHI_FIXTURES").map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-            PathBuf::from,
-        )
-    }
+    use crate::test_support::fixtures;
 
     fn values(v: &serde_json::Value) -> Vec<f32> {
         v["data"]
