@@ -168,10 +168,37 @@ pub(crate) fn on_device<E>(
     }
 }
 
-/// The model is generic over the backend internally; users only see [`Device`].
-enum Engine {
-    Cpu(Box<Bert<Cpu>>),
-    Gpu(Box<Bert<Gpu>>, Gpu),
+/// A model built on the CPU (`C`) or on a GPU (`G`): models are generic over the backend
+/// internally, and every model type dispatches once, here; users only see [`Device`].
+pub(crate) enum Engine<C, G> {
+    Cpu(Box<C>),
+    Gpu(Box<G>, Gpu),
+}
+
+impl<C, G> Engine<C, G> {
+    /// The device the model runs on (never [`Device::Auto`]).
+    pub(crate) fn device(&self) -> Device {
+        match self {
+            Engine::Cpu(_) => Device::Cpu,
+            Engine::Gpu(..) => Device::Gpu,
+        }
+    }
+
+    /// The precision the weights are stored in.
+    pub(crate) fn precision(&self) -> Precision {
+        match self {
+            Engine::Cpu(_) => Precision::F32,
+            Engine::Gpu(_, be) => be.precision(),
+        }
+    }
+
+    /// The GPU adapter's name, when the model runs on a GPU.
+    pub(crate) fn adapter(&self) -> Option<&str> {
+        match self {
+            Engine::Cpu(_) => None,
+            Engine::Gpu(_, be) => Some(be.adapter()),
+        }
+    }
 }
 
 /// Defaults declared by a sentence-transformers model folder (`modules.json`).
@@ -185,7 +212,7 @@ pub struct EmbeddingDefaults {
 
 /// A loaded BERT-family text model.
 pub struct TextModel {
-    engine: Engine,
+    engine: Engine<Bert<Cpu>, Bert<Gpu>>,
     tokenizer: TextTokenizer,
     config: Config,
     max_length: usize,
@@ -317,14 +344,14 @@ impl TextModel {
             file: WEIGHTS_FILE.to_owned(),
         })?;
         let weights = Weights::parse(&weights_bytes)?;
-        let gpu = |host: &Arc<dyn amphi_gpu::GpuHost>| -> Result<Engine> {
+        let gpu = |host: &Arc<dyn amphi_gpu::GpuHost>| -> Result<Engine<_, _>> {
             let be = Gpu::new(host.clone(), options.precision)?;
             Ok(Engine::Gpu(
                 Box::new(Bert::load(&be, &weights, &config)?),
                 be,
             ))
         };
-        let cpu = || -> Result<Engine> {
+        let cpu = || -> Result<Engine<_, _>> {
             Ok(Engine::Cpu(Box::new(Bert::load(&Cpu, &weights, &config)?)))
         };
         let engine = on_device(options, cpu, gpu)?;
@@ -342,27 +369,18 @@ impl TextModel {
 
     /// The device the model runs on (never [`Device::Auto`]).
     pub fn device(&self) -> Device {
-        match self.engine {
-            Engine::Cpu(_) => Device::Cpu,
-            Engine::Gpu(..) => Device::Gpu,
-        }
+        self.engine.device()
     }
 
     /// The precision the weights are stored in: [`Precision::F16`] only on a GPU with
     /// `shader-f16` when it was asked for.
     pub fn precision(&self) -> Precision {
-        match &self.engine {
-            Engine::Cpu(_) => Precision::F32,
-            Engine::Gpu(_, be) => be.precision(),
-        }
+        self.engine.precision()
     }
 
     /// The GPU adapter's name, when the model runs on a GPU.
     pub fn adapter(&self) -> Option<&str> {
-        match &self.engine {
-            Engine::Cpu(_) => None,
-            Engine::Gpu(_, be) => Some(be.adapter()),
-        }
+        self.engine.adapter()
     }
 
     /// The model's `config.json`.

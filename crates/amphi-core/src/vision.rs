@@ -11,7 +11,7 @@ use crate::backend::{Backend, Fetched};
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
 use crate::image::{DEFAULT_MAX_IMAGE_PIXELS, Image, Preprocessor};
-use crate::model::{Device, LoadOptions, Precision, on_device};
+use crate::model::{Device, Engine, LoadOptions, Precision, on_device};
 use crate::models::efficientnet::{self, EfficientNet};
 use crate::models::vit::{self, Vit};
 use crate::weights::{WEIGHTS_FILE, Weights};
@@ -105,14 +105,9 @@ fn fixed_input(pre: &Preprocessor, size: usize) -> Result<()> {
     Ok(())
 }
 
-enum Engine {
-    Cpu(Box<Arch<Cpu>>),
-    Gpu(Box<Arch<Gpu>>, Gpu),
-}
-
 /// A loaded image-classification model.
 pub struct ImageModel {
-    engine: Engine,
+    engine: Engine<Arch<Cpu>, Arch<Gpu>>,
     preprocessor: Preprocessor,
     architecture: String,
     max_pixels: u64,
@@ -141,7 +136,7 @@ impl ImageModel {
             file: WEIGHTS_FILE.to_owned(),
         })?;
         let weights = Weights::parse(&bytes)?;
-        let cpu = || -> Result<Engine> {
+        let cpu = || -> Result<Engine<_, _>> {
             Ok(Engine::Cpu(Box::new(Arch::load(
                 &Cpu,
                 &weights,
@@ -149,7 +144,7 @@ impl ImageModel {
                 &preprocessor,
             )?)))
         };
-        let gpu = |host: &Arc<dyn amphi_gpu::GpuHost>| -> Result<Engine> {
+        let gpu = |host: &Arc<dyn amphi_gpu::GpuHost>| -> Result<Engine<_, _>> {
             let be = Gpu::new(host.clone(), options.precision)?;
             Ok(Engine::Gpu(
                 Box::new(Arch::load(&be, &weights, &config, &preprocessor)?),
@@ -167,26 +162,17 @@ impl ImageModel {
 
     /// The device the model runs on (never [`Device::Auto`]).
     pub fn device(&self) -> Device {
-        match self.engine {
-            Engine::Cpu(_) => Device::Cpu,
-            Engine::Gpu(..) => Device::Gpu,
-        }
+        self.engine.device()
     }
 
     /// The precision of the weights.
     pub fn precision(&self) -> Precision {
-        match &self.engine {
-            Engine::Cpu(_) => Precision::F32,
-            Engine::Gpu(_, be) => be.precision(),
-        }
+        self.engine.precision()
     }
 
     /// The GPU adapter's name, when the model runs on a GPU.
     pub fn adapter(&self) -> Option<&str> {
-        match &self.engine {
-            Engine::Cpu(_) => None,
-            Engine::Gpu(_, be) => Some(be.adapter()),
-        }
+        self.engine.adapter()
     }
 
     /// `config.json`'s first architecture.
