@@ -301,6 +301,41 @@ mod tests {
         assert_eq!(rgba.rgb(), [1, 2, 3, 4, 5, 6]);
     }
 
+    /// JPEG and WebP through the same path: a smooth image survives JPEG within a few levels
+    /// and lossless WebP exactly; a cut file and the pixel limit give their codes.
+    #[test]
+    fn decodes_jpeg_and_webp() {
+        let img = image::RgbImage::from_fn(40, 24, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 10) as u8, 128])
+        });
+        for (format, tolerance) in [
+            (image::ImageFormat::Jpeg, 12),
+            (image::ImageFormat::WebP, 0),
+        ] {
+            let mut out = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut out, format).expect("encode");
+            let bytes = out.into_inner();
+            let got = Image::decode(&bytes, 10_000).expect("decode");
+            assert_eq!((got.width(), got.height()), (40, 24), "{format:?}");
+            let worst = got
+                .rgb()
+                .iter()
+                .zip(img.as_raw())
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap_or(0);
+            assert!(worst <= tolerance, "{format:?}: off by {worst}");
+            let cut = Image::decode(&bytes[..bytes.len().min(24)], 10_000);
+            assert_eq!(cut.expect_err("cut").code(), "invalid_image", "{format:?}");
+            let big = Image::decode(&bytes, 959);
+            assert_eq!(
+                big.expect_err("limit").code(),
+                "input_too_large",
+                "{format:?}"
+            );
+        }
+    }
+
     #[test]
     fn image_refs_resolve_base64_data_urls_and_blobs() {
         let bytes = png(2, 2);
