@@ -116,6 +116,9 @@ pub struct Preprocessor {
     /// Per-channel standard deviations (RGB).
     #[serde(default = "half")]
     pub image_std: Vec<f64>,
+    /// Channels in BGR order (after rescaling and normalising, as MobileViT's processor does).
+    #[serde(default)]
+    pub do_flip_channel_order: bool,
 }
 
 impl Preprocessor {
@@ -184,16 +187,17 @@ impl Preprocessor {
         image
     }
 
-    /// The `pixel_values` of one image: `[3, height, width]`, channels first, rescaled and
-    /// normalised in f32 as transformers does (`u8 · factor` rounded to f32, then
-    /// `(x − mean) / std`).
+    /// The `pixel_values` of one image: `[3, height, width]`, channels first (RGB, or BGR with
+    /// `do_flip_channel_order`), rescaled and normalised in f32 as transformers does
+    /// (`u8 · factor` rounded to f32, then `(x − mean) / std`).
     pub fn pixel_values(&self, image: &Image) -> Vec<f32> {
         let image = self.prepare(image);
         let plane = image.width() * image.height();
         let mut out = vec![0f32; 3 * plane];
         for c in 0..3 {
             let (mean, std) = (self.image_mean[c] as f32, self.image_std[c] as f32);
-            for (o, px) in out[c * plane..(c + 1) * plane]
+            let to = if self.do_flip_channel_order { 2 - c } else { c };
+            for (o, px) in out[to * plane..(to + 1) * plane]
                 .iter_mut()
                 .zip(image.rgb().chunks_exact(3))
             {
@@ -340,6 +344,20 @@ mod tests {
         ] {
             assert!(Preprocessor::from_json(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn flipped_channel_order_is_bgr() {
+        let img = Image::from_rgb(1, 1, vec![10, 20, 30]).expect("rgb");
+        let config = |flip: bool| {
+            let json = format!(
+                r#"{{"do_resize": false, "do_rescale": false, "do_normalize": false,
+                    "do_flip_channel_order": {flip}}}"#
+            );
+            Preprocessor::from_json(json.as_bytes()).expect("parse")
+        };
+        assert_eq!(config(false).pixel_values(&img), [10.0, 20.0, 30.0]);
+        assert_eq!(config(true).pixel_values(&img), [30.0, 20.0, 10.0]);
     }
 
     #[test]
