@@ -16,7 +16,7 @@ const wasmPath = process.env.AMPHI_WASM ?? join(root, 'target/amphi.wasm');
 const fixtures = process.env.AMPHI_FIXTURES ?? join(root, '../shared/fixtures');
 const cache = process.env.AMPHI_CACHE_DIR ?? join(homedir(), '.cache/amphi');
 const minilm = process.env.AMPHI_MINILM_DIR ?? join(cache, 'models/all-MiniLM-L6-v2');
-const FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json',
+const FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'preprocessor_config.json', 'tokenizer_config.json',
   'special_tokens_map.json', 'modules.json', 'sentence_bert_config.json', '1_Pooling/config.json'];
 
 assert.ok(existsSync(wasmPath), `${wasmPath} missing: run \`cargo xtask artifact\` first`);
@@ -89,6 +89,11 @@ class Amphi {
     return this.check(this.x.amphi_model_load(files, ...this.put(JSON.stringify(options))));
   }
 
+  /** Attaches bytes to the next run, which names them `{"blob": i}`. */
+  attach(bytes) {
+    return this.x.amphi_attach(...this.put(bytes));
+  }
+
   run(model, task, request) {
     this.check(this.x.amphi_run(model, ...this.put(task), ...this.put(JSON.stringify(request))));
     return JSON.parse(this.result());
@@ -139,11 +144,13 @@ test('tiny-bert-seqcls labels and scores match the reference (abs 1e-5)', async 
   }
 });
 
-test('tiny-vit from a base64 PNG: every probability within 1e-5 of the reference', async () => {
+test('tiny-vit from a PNG, base64 in the JSON and attached: every probability within 1e-5 of the reference', async () => {
   const amphi = await Amphi.create();
   const model = amphi.loadModel(join(fixtures, 'models/tiny-vit'));
-  for (const c of golden('tiny-vit.json').cases.filter((c) => c.image)) {
-    const inputs = readFileSync(join(fixtures, c.image)).toString('base64');
+  const cases = golden('tiny-vit.json').cases.filter((c) => c.image);
+  for (const [c, attached] of cases.flatMap((c) => [[c, false], [c, true]])) {
+    const png = readFileSync(join(fixtures, c.image));
+    const inputs = attached ? { blob: amphi.attach(png) } : png.toString('base64');
     const got = amphi.run(model, 'image-classification', { inputs, parameters: { top_k: null } });
     const want = c.pipeline.map((l) => l.label);
     assert.deepEqual(got.map((l) => l.label), want, c.name);
