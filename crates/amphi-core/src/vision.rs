@@ -49,8 +49,28 @@ pub(crate) fn is_image_model(config: &[u8]) -> bool {
     image_architecture(config).is_some()
 }
 
-fn is_efficientnet(config: &[u8]) -> bool {
-    image_architecture(config) == Some(ARCHITECTURES[1])
+/// A parsed image `config.json`.
+enum ArchConfig {
+    Vit(vit::Config),
+    EfficientNet(efficientnet::Config),
+}
+
+impl ArchConfig {
+    fn parse(config: &[u8], architecture: &str) -> Result<Self> {
+        let parse_error = |e| Error::json(CONFIG_FILE, e);
+        Ok(if architecture == ARCHITECTURES[1] {
+            ArchConfig::EfficientNet(serde_json::from_slice(config).map_err(parse_error)?)
+        } else {
+            ArchConfig::Vit(serde_json::from_slice(config).map_err(parse_error)?)
+        })
+    }
+
+    fn image_size(&self) -> usize {
+        match self {
+            ArchConfig::Vit(c) => c.image_size,
+            ArchConfig::EfficientNet(c) => c.image_size,
+        }
+    }
 }
 
 /// An architecture over one backend.
@@ -60,16 +80,13 @@ enum Arch<B: Backend> {
 }
 
 impl<B: Backend> Arch<B> {
-    fn load(be: &B, weights: &Weights, config: &[u8], pre: &Preprocessor) -> Result<Self> {
-        let parse_error = |e| Error::json(CONFIG_FILE, e);
-        if is_efficientnet(config) {
-            let cfg: efficientnet::Config = serde_json::from_slice(config).map_err(parse_error)?;
-            fixed_input(pre, cfg.image_size)?;
-            return Ok(Arch::EfficientNet(EfficientNet::load(be, weights, &cfg)?));
-        }
-        let cfg: vit::Config = serde_json::from_slice(config).map_err(parse_error)?;
-        fixed_input(pre, cfg.image_size)?;
-        Ok(Arch::Vit(Vit::load(be, weights, &cfg)?))
+    fn load(be: &B, weights: &Weights, config: &ArchConfig) -> Result<Self> {
+        Ok(match config {
+            ArchConfig::Vit(cfg) => Arch::Vit(Vit::load(be, weights, cfg)?),
+            ArchConfig::EfficientNet(cfg) => {
+                Arch::EfficientNet(EfficientNet::load(be, weights, cfg)?)
+            }
+        })
     }
 
     fn labels(&self) -> &[String] {
@@ -109,7 +126,7 @@ fn fixed_input(pre: &Preprocessor, size: usize) -> Result<()> {
 pub struct ImageModel {
     engine: Engine<Arch<Cpu>, Arch<Gpu>>,
     preprocessor: Preprocessor,
-    architecture: String,
+    architecture: &'static str,
     max_pixels: u64,
 }
 
@@ -126,28 +143,22 @@ impl std::fmt::Debug for ImageModel {
 impl ImageModel {
     /// Loads `config.json`, `preprocessor_config.json` and `model.safetensors` from `files`.
     pub fn load(mut files: ModelFiles, options: &LoadOptions) -> Result<Self> {
-        let config = files.require(CONFIG_FILE)?.to_vec();
+        let config = files.require(CONFIG_FILE)?;
+        let architecture = image_architecture(config).unwrap_or(ARCHITECTURES[0]);
+        let config = ArchConfig::parse(config, architecture)?;
         let preprocessor = Preprocessor::from_json(files.require(PREPROCESSOR_FILE)?)?;
-        let architecture = serde_json::from_slice::<serde_json::Value>(&config)
-            .ok()
-            .and_then(|v| v["architectures"][0].as_str().map(str::to_owned))
-            .unwrap_or_else(|| "ViTForImageClassification".to_owned());
+        fixed_input(&preprocessor, config.image_size())?;
         let bytes = files.take(WEIGHTS_FILE).ok_or_else(|| Error::MissingFile {
             file: WEIGHTS_FILE.to_owned(),
         })?;
         let weights = Weights::parse(&bytes)?;
         let cpu = || -> Result<Engine<_, _>> {
-            Ok(Engine::Cpu(Box::new(Arch::load(
-                &Cpu,
-                &weights,
-                &config,
-                &preprocessor,
-            )?)))
+            Ok(Engine::Cpu(Box::new(Arch::load(&Cpu, &weights, &config)?)))
         };
         let gpu = |host: &Arc<dyn amphi_gpu::GpuHost>| -> Result<Engine<_, _>> {
             let be = Gpu::new(host.clone(), options.precision)?;
             Ok(Engine::Gpu(
-                Box::new(Arch::load(&be, &weights, &config, &preprocessor)?),
+                Box::new(Arch::load(&be, &weights, &config)?),
                 be,
             ))
         };
@@ -175,9 +186,9 @@ impl ImageModel {
         self.engine.adapter()
     }
 
-    /// `config.json`'s first architecture.
+    /// The architecture (`ViTForImageClassification`, …).
     pub fn architecture(&self) -> &str {
-        &self.architecture
+        self.architecture
     }
 
     /// The classifier's labels, in id order.

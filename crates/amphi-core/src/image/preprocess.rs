@@ -3,6 +3,8 @@
 //! filter (a fixed size, or the shortest edge keeping the aspect ratio), centre crop, rescale,
 //! normalise, channels first (RGB). The resize is Pillow's, bit for bit.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::{Filter, Image};
@@ -168,21 +170,18 @@ impl Preprocessor {
     }
 
     /// Resize and crop: the 8-bit image the model sees.
-    pub fn prepare(&self, image: &Image) -> Image {
+    pub fn prepare<'a>(&self, image: &'a Image) -> Cow<'a, Image> {
+        let size = (image.width(), image.height());
         let mut image = match (self.do_resize, self.size) {
-            (true, Some(size)) => {
-                let (w, h) = size.output((image.width(), image.height()));
-                if (w, h) == (image.width(), image.height()) {
-                    image.clone()
-                } else {
-                    image.resize(w, h, self.resample)
-                }
+            (true, Some(s)) if s.output(size) != size => {
+                let (w, h) = s.output(size);
+                Cow::Owned(image.resize(w, h, self.resample))
             }
-            _ => image.clone(),
+            _ => Cow::Borrowed(image),
         };
         if let (true, Some(crop)) = (self.do_center_crop, self.crop_size) {
             let (cw, ch) = crop.output((image.width(), image.height()));
-            image = center_crop(&image, cw, ch);
+            image = Cow::Owned(center_crop(&image, cw, ch));
         }
         image
     }
