@@ -1,11 +1,12 @@
-// The Chromium runners of `cargo xtask bench` (page ?runner=amphi|ort-web|transformers): each
-// times embeddings on the shapes of /inputs.json in this tab's main thread, on the CPU (wasm, one
-// thread), and leaves { runtime, kernels, results } (or { error }) in `window.benchResult`. The
+// The Chromium runners of `cargo xtask bench` (page ?runners=R1,R2… with R one of amphi, ort-web,
+// transformers): they time embeddings on the shapes of /inputs.json in this tab's main thread, on
+// the CPU (wasm, one thread), interleaved (see `measureInterleaved`), and leave
+// { runs: [{ runner, runtime, kernels, results }] } (or { error }) in `window.benchResult`. The
 // amphi runner also times amphi.wasm's kernel probes in this tab's V8.
-import { kernelProbes, measure, ortEmbedder } from './timing.mjs';
+import { kernelProbes, measureInterleaved, ortEmbedder } from './timing.mjs';
 
-const runner = new URLSearchParams(location.search).get('runner');
-const log = (line) => { document.getElementById('log').textContent += `${line}\n`; console.log(`${runner} (Chromium): ${line}`); };
+const runners = new URLSearchParams(location.search).get('runners').split(',');
+const logger = (runner) => (line) => { document.getElementById('log').textContent += `${line}\n`; console.log(`${runner} (Chromium): ${line}`); };
 
 async function amphi() {
   const { pipeline } = await import('amphi');
@@ -42,18 +43,23 @@ async function transformers() {
 
 try {
   const { shapes } = await (await fetch('/inputs.json')).json();
-  const make = { amphi, 'ort-web': ortWeb, transformers }[runner];
-  if (!make) throw new Error(`unknown runner ${runner}`);
-  const [runtime, embed] = await make();
-  let kernels = null;
-  if (runner === 'amphi') {
-    const wasm = await (await fetch('./node_modules/amphi/dist/amphi.wasm')).arrayBuffer();
-    kernels = { ...(await kernelProbes(wasm)), kernel: 'amphi.wasm simd128 (Chromium V8)' };
-    log(`peak ${kernels.peak_gflops.toFixed(1)} GFLOP/s; matmul on MiniLM's shapes ${kernels.matmul_gflops.toFixed(1)} GFLOP/s`);
+  const logs = runners.map(logger);
+  const made = [];
+  for (const [i, runner] of runners.entries()) {
+    const make = { amphi, 'ort-web': ortWeb, transformers }[runner];
+    if (!make) throw new Error(`unknown runner ${runner}`);
+    const [runtime, embed] = await make();
+    let kernels = null;
+    if (runner === 'amphi') {
+      const wasm = await (await fetch('./node_modules/amphi/dist/amphi.wasm')).arrayBuffer();
+      kernels = { ...(await kernelProbes(wasm)), kernel: 'amphi.wasm simd128 (Chromium V8)' };
+      logs[i](`peak ${kernels.peak_gflops.toFixed(1)} GFLOP/s; matmul on MiniLM's shapes ${kernels.matmul_gflops.toFixed(1)} GFLOP/s`);
+    }
+    made.push({ runner, runtime, kernels, embed });
   }
-  const results = await measure(shapes, embed, undefined, log);
-  window.benchResult = { runtime, kernels, results };
+  const rows = await measureInterleaved(shapes, made.map((m) => m.embed), undefined, logs);
+  window.benchResult = { runs: made.map(({ runner, runtime, kernels }, i) => ({ runner, runtime, kernels, results: rows[i] })) };
 } catch (e) {
-  log(`error: ${e?.stack ?? e}`);
+  console.log(`error: ${e?.stack ?? e}`);
   window.benchResult = { error: String(e?.stack ?? e) };
 }

@@ -7,27 +7,58 @@ export const DEFAULTS = { warmup: 2, minRuns: 3, maxRuns: 15, budgetMs: 4000 };
 
 const now = () => globalThis.performance.now();
 
-/** Times `embed(shape)` on every shape; returns rows as `amphi bench` writes them. */
-export async function measure(shapes, embed, options = DEFAULTS, log = () => {}) {
-  const rows = [];
-  for (const shape of shapes) {
-    const embeddings = await embed(shape);
-    for (let i = 1; i < options.warmup; i++) await embed(shape);
-    const ms = [];
-    const started = now();
-    while (ms.length < options.minRuns || (ms.length < options.maxRuns && now() - started < options.budgetMs)) {
-      const t = now();
-      await embed(shape);
-      ms.push(now() - t);
+/**
+ * The pacing every runner of one engine shares: `warm(r)` for each runner, then rounds of one
+ * `once(r)` per runner (in alternating order, skipping runners at `maxRuns`) until each has
+ * `minRuns` and either all have `maxRuns` or `budgetMs` per runner is spent. On a shared machine
+ * whose speed drifts, the runners of one round see the same drift, so their ratio holds.
+ * Returns what `once` returned, per runner.
+ */
+export async function rounds(count, warm, once, options = DEFAULTS) {
+  for (let r = 0; r < count; r++) await warm(r);
+  const out = Array.from({ length: count }, () => []);
+  const started = now();
+  const done = () => out.every((m) => m.length >= options.minRuns)
+    && (out.every((m) => m.length >= options.maxRuns) || now() - started >= options.budgetMs * count);
+  for (let round = 0; !done(); round++) {
+    const order = [...Array(count).keys()];
+    if (round % 2) order.reverse();
+    for (const r of order) {
+      if (out[r].length < options.maxRuns) out[r].push(await once(r));
     }
-    const sorted = [...ms].sort((a, b) => a - b);
-    const row = {
-      batch: shape.batch, seq: shape.seq, ms,
-      median: sorted[sorted.length >> 1], min: sorted[0], max: sorted[sorted.length - 1],
-      embeddings,
+  }
+  return out;
+}
+
+/**
+ * Times every embedder on every shape in `rounds`: one untimed run whose output is
+ * kept and `warmup - 1` more, then timed runs. Returns, per embedder, rows as `amphi bench`
+ * writes them.
+ */
+export async function measureInterleaved(shapes, embeds, options = DEFAULTS, logs = []) {
+  const rows = embeds.map(() => []);
+  for (const shape of shapes) {
+    const outputs = [];
+    const warm = async (i) => {
+      outputs[i] = await embeds[i](shape);
+      for (let w = 1; w < options.warmup; w++) await embeds[i](shape);
     };
-    log(`${shape.batch}x${shape.seq}: median ${row.median.toFixed(2)} ms (${row.min.toFixed(2)}–${row.max.toFixed(2)}, ${ms.length} runs)`);
-    rows.push(row);
+    const once = async (i) => {
+      const t = now();
+      await embeds[i](shape);
+      return now() - t;
+    };
+    const ms = await rounds(embeds.length, warm, once, options);
+    embeds.forEach((_, i) => {
+      const sorted = [...ms[i]].sort((a, b) => a - b);
+      const row = {
+        batch: shape.batch, seq: shape.seq, ms: ms[i],
+        median: sorted[sorted.length >> 1], min: sorted[0], max: sorted[sorted.length - 1],
+        embeddings: outputs[i],
+      };
+      logs[i]?.(`${shape.batch}x${shape.seq}: median ${row.median.toFixed(2)} ms (${row.min.toFixed(2)}–${row.max.toFixed(2)}, ${ms[i].length} runs)`);
+      rows[i].push(row);
+    });
   }
   return rows;
 }
@@ -78,7 +109,12 @@ export const MATMUL_SHAPES = [[128, 1152, 384], [128, 384, 384], [128, 1536, 384
 /**
  * The kernel microbenchmarks exported by amphi.wasm (`amphi_probe_*`), timed here as
  * `amphi bench` times them under wasmtime: iterations doubled until a run takes 50 ms, then the
- * median of 5. The module is instantiated on its own; the probes call no import.
+ * best of 5 runs (what the code can do; this shared machine's speed drifts). The module is
+ * instantiated on its own; the probes call no import. V8 compiles wasm in its baseline tier
+ * first and swaps in optimised code only on a later call (no on-stack replacement), in the
+ * background: the whole set of probes runs twice and only the second round counts, and before
+ * each timing the tab or process is left idle for a moment so that a pending optimising compile
+ * can finish.
  */
 export async function kernelProbes(bytes) {
   const module = await WebAssembly.compile(bytes);
@@ -87,15 +123,24 @@ export async function kernelProbes(bytes) {
     (imports[m] ??= {})[name] = () => { throw new Error(`${m}.${name} is not available to the kernel probes`); };
   }
   const { exports: x } = await WebAssembly.instantiate(module, imports);
-  const gflops = (flopsPerIter, run) => {
+  const idle = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+  const gflops = async (flopsPerIter, run) => {
     const once = (iters) => { const t = now(); run(iters); return (flopsPerIter * iters) / ((now() - t) / 1e3) / 1e9; };
     let iters = 1;
     while (iters < 2 ** 30 && (flopsPerIter * iters) / (once(iters) * 1e9) < 0.05) iters *= 2;
+    await idle(200);
     const runs = Array.from({ length: 5 }, () => once(iters)).sort((a, b) => a - b);
-    return runs[2];
+    return runs[4];
   };
-  const peak = gflops(x.amphi_probe_peak_flops(), (i) => x.amphi_probe_peak(i));
-  const shapes = MATMUL_SHAPES.map(([m, n, k]) => ({ m, n, k, gflops: gflops(2 * m * n * k, (i) => x.amphi_probe_matmul(m, n, k, i)) }));
+  let peak;
+  let shapes;
+  for (let round = 0; round < 2; round++) {
+    peak = await gflops(x.amphi_probe_peak_flops(), (i) => x.amphi_probe_peak(i));
+    shapes = [];
+    for (const [m, n, k] of MATMUL_SHAPES) {
+      shapes.push({ m, n, k, gflops: await gflops(2 * m * n * k, (i) => x.amphi_probe_matmul(m, n, k, i)) });
+    }
+  }
   const flops = shapes.reduce((s, r) => s + 2 * r.m * r.n * r.k, 0);
   const secs = shapes.reduce((s, r) => s + (2 * r.m * r.n * r.k) / r.gflops, 0);
   const matmul = flops / secs;

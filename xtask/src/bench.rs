@@ -153,51 +153,56 @@ pub(crate) fn bench() -> Result<()> {
     ]))?;
 
     step(
-        "amphi native (1 thread, with its per-op profile) and amphi.wasm under wasmtime (with and without deadlines)",
+        "in alternating rounds: amphi native (1 thread), amphi.wasm under wasmtime (with and without deadlines), onnxruntime (PyPI, 1 thread and all threads)",
     );
-    let native = out.join("amphi-native.json");
-    run(amphi_bench(&[
-        "--runtime",
-        "native",
-        "--profile",
-        "--out",
-        &native.to_string_lossy(),
-    ])
-    .env("RAYON_NUM_THREADS", "1"))?;
-    for (file, extra) in [
-        ("amphi-wasm.json", None),
-        ("amphi-wasm-no-deadline.json", Some("--no-deadline")),
-    ] {
-        let path = out.join(file).to_string_lossy().into_owned();
-        let mut args = vec!["--runtime", "wasm", "--out", &path];
-        args.extend(extra);
-        run(&mut amphi_bench(&args))?;
-    }
-
-    step("onnxruntime (PyPI): 1 thread, all threads");
-    for (threads, file) in [("1", "ort-1.json"), ("0", "ort-all.json")] {
-        run(Command::new(&python)
-            .arg(npm.join("ort.py"))
-            .arg(&inputs)
-            .arg(&onnx)
-            .arg(threads)
-            .arg(out.join(file)))?;
-    }
+    let path = |file: &str| out.join(file).to_string_lossy().into_owned();
+    let amphi_step = |extra: &[&str]| -> Vec<String> {
+        let mut cmd = vec![
+            amphi.to_string_lossy().into_owned(),
+            "bench".into(),
+            "--model".into(),
+            minilm.to_string_lossy().into_owned(),
+            "--step".into(),
+        ];
+        cmd.extend(extra.iter().map(|s| s.to_string()));
+        cmd
+    };
+    let ort_step = |threads: &str, file: &str| -> Vec<String> {
+        vec![
+            python.to_string_lossy().into_owned(),
+            npm.join("ort.py").to_string_lossy().into_owned(),
+            inputs.to_string_lossy().into_owned(),
+            onnx.to_string_lossy().into_owned(),
+            threads.into(),
+            path(file),
+            "--step".into(),
+        ]
+    };
+    // Each times its own runs; with deadlines, amphi.wasm's profile is sampled on their ticks.
+    let runners = serde_json::json!([
+        {"cmd": amphi_step(&["--runtime", "native", "--profile", "--out", &path("amphi-native.json")]), "env": {"RAYON_NUM_THREADS": "1"}},
+        {"cmd": amphi_step(&["--runtime", "wasm", "--profile", "--out", &path("amphi-wasm.json")]), "env": {}},
+        {"cmd": amphi_step(&["--runtime", "wasm", "--no-deadline", "--out", &path("amphi-wasm-no-deadline.json")]), "env": {}},
+        {"cmd": ort_step("1", "ort-1.json"), "env": {}},
+        {"cmd": ort_step("0", "ort-all.json"), "env": {}},
+    ]);
+    let runners_file = out.join("native-runners.json");
+    std::fs::write(&runners_file, runners.to_string())?;
+    run(Command::new("node")
+        .arg("native.mjs")
+        .arg(&inputs)
+        .arg(&runners_file)
+        .current_dir(&npm))?;
 
     step("Node.js: amphi's npm package, onnxruntime-web (wasm, 1 thread)");
-    for (runner, file) in [
-        ("amphi", "node-amphi.json"),
-        ("ort-web", "node-ort-web.json"),
-    ] {
-        run(Command::new("node")
-            .arg("node.mjs")
-            .arg(runner)
-            .arg(&inputs)
-            .arg(&minilm)
-            .arg(&onnx)
-            .arg(out.join(file))
-            .current_dir(&npm))?;
-    }
+    run(Command::new("node")
+        .arg("node.mjs")
+        .arg(&inputs)
+        .arg(&minilm)
+        .arg(&onnx)
+        .arg(&out)
+        .args(["amphi", "ort-web"])
+        .current_dir(&npm))?;
 
     step(
         "headless Chromium: amphi's npm package, onnxruntime-web, Transformers.js (wasm, 1 thread)",
@@ -208,7 +213,7 @@ pub(crate) fn bench() -> Result<()> {
         .arg(&minilm)
         .arg(&shared)
         .arg(&out)
-        .args(["amphi", "ort-web", "transformers"])
+        .args(["amphi,ort-web", "transformers"])
         .current_dir(&npm))?;
 
     step("serverless host: start-up and memory; sizes");

@@ -49,7 +49,9 @@ pub(crate) struct BenchArgs {
     /// Write the results (times and embeddings per shape) as JSON here (default: stdout).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Native runtime: also print where the time of each shape's timed runs goes, op by op.
+    /// Also print where the time of each shape's timed runs goes, op by op: timed natively;
+    /// sampled in amphi.wasm (its call stack at every 5 ms deadline tick, so not with
+    /// `--no-deadline`).
     #[arg(long)]
     profile: bool,
     /// Skip the kernel microbenchmarks (peak and matrix multiply GFLOP/s).
@@ -58,6 +60,12 @@ pub(crate) struct BenchArgs {
     /// Wasm runtime: compile without interruption checks (`amphi serve --deadline-ms 0`).
     #[arg(long)]
     no_deadline: bool,
+    /// Let a harness pace the runs, so that several runtimes can be timed in alternating rounds:
+    /// once loaded, say `ok` on stdout, then read commands from stdin, one per line — `warm I`
+    /// (first run of shape I, kept, then the warm-up), `run I` (one timed run), `done I` (shape
+    /// I complete) — and answer each with `ok`; at the end of stdin write the results to `--out`.
+    #[arg(long, requires = "out")]
+    step: bool,
     /// Time image classification of this file instead (an image model in `--model`; batch 1,
     /// decoding and preprocessing included), with `--warmup`, `--min-runs`, `--max-runs`,
     /// `--budget-ms`, `--profile` and `--out`.
@@ -212,7 +220,8 @@ const MATMUL_SHAPES: [(u32, u32, u32); 4] = [
 /// A microbenchmark: `run(iters)` returns GFLOP/s measured over `iters` iterations.
 type Probe<'a> = dyn FnMut(u32) -> Result<f64> + 'a;
 
-/// GFLOP/s of `probe`: iterations doubled until one run takes 50 ms, then the median of 5.
+/// GFLOP/s of `probe`: iterations doubled until one run takes 50 ms, then the best of 5 runs
+/// (what the code can do; this shared machine's speed drifts, by up to 1.8× for seconds).
 fn measure(probe: &mut Probe<'_>, flops_per_iter: f64) -> Result<f64> {
     let mut iters = 1u32;
     loop {
@@ -223,7 +232,7 @@ fn measure(probe: &mut Probe<'_>, flops_per_iter: f64) -> Result<f64> {
         iters *= 2;
     }
     let mut runs = (0..5).map(|_| probe(iters)).collect::<Result<Vec<_>>>()?;
-    Ok(stats(&mut runs).0)
+    Ok(stats(&mut runs).2)
 }
 
 /// The kernel microbenchmarks of one engine; each returns GFLOP/s over `iters` iterations.
@@ -258,12 +267,22 @@ impl Probes for NativeProbes {
     }
 }
 
-/// amphi.wasm's `amphi_probe_*` exports, timed by the serverless host's runtime.
-struct WasmProbes(amphi_serve::Guest);
+/// amphi.wasm's `amphi_probe_*` exports, timed by the serverless host's runtime, and the
+/// artifact's flops per peak iteration.
+struct WasmProbes(amphi_serve::Guest, u32);
+
+impl WasmProbes {
+    fn new(mut guest: amphi_serve::Guest) -> Result<Self> {
+        let flops = guest
+            .probe_peak_flops()?
+            .context("amphi.wasm has no amphi_probe_* exports")?;
+        Ok(Self(guest, flops))
+    }
+}
 
 impl Probes for WasmProbes {
     fn peak_flops(&self) -> f64 {
-        64.0
+        f64::from(self.1)
     }
 
     fn peak(&mut self, iters: u32) -> Result<f64> {
@@ -291,7 +310,10 @@ fn kernels(runtime: RuntimeArg, interrupt: bool) -> Result<Value, Failure> {
             let guest = wasm_runtime(interrupt)?
                 .instantiate()
                 .map_err(host_failure)?;
-            ("amphi.wasm simd128".to_owned(), Box::new(WasmProbes(guest)))
+            (
+                "amphi.wasm simd128".to_owned(),
+                Box::new(WasmProbes::new(guest)?),
+            )
         }
     };
     let per = probes.peak_flops();
@@ -323,6 +345,27 @@ fn kernels(runtime: RuntimeArg, interrupt: bool) -> Result<Value, Failure> {
 
 /// One way to embed a batch truncated at `seq` tokens.
 type Embed<'a> = Box<dyn FnMut(&[String], usize) -> Result<Vec<Vec<f32>>> + 'a>;
+
+/// Starts (`None`) or ends (`Some(the timed runs' ms)`) a per-op profile of the runs between;
+/// ending gives its rows: `op`, `share` of the runs' time, `ms_per_run`, and `calls_per_run`
+/// (native: timed ops) or `samples` (amphi.wasm: stack samples).
+type Profile<'a> = Box<dyn FnMut(Option<&[f64]>) -> Result<Vec<Value>> + 'a>;
+
+/// The native profile: wall time per CPU-backend op (`amphi_core::profile`).
+fn native_profile() -> Profile<'static> {
+    Box::new(|runs| {
+        let Some(ms) = runs else {
+            amphi_core::profile::start();
+            return Ok(Vec::new());
+        };
+        let total: f64 = ms.iter().sum();
+        let n = ms.len() as f64;
+        Ok(amphi_core::profile::finish()
+            .iter()
+            .map(|o| json!({"op": o.op, "ms_per_run": o.ms / n, "share": o.ms / total, "calls_per_run": o.calls as f64 / n}))
+            .collect())
+    })
+}
 
 fn native(dir: &str) -> Result<Embed<'static>> {
     let options = LoadOptions {
@@ -369,15 +412,119 @@ fn wasm_guest(dir: &str, interrupt: bool) -> Result<(amphi_serve::Guest, i32), F
     Ok((guest, model))
 }
 
-fn wasm(dir: &str, interrupt: bool) -> Result<Embed<'static>, Failure> {
-    let (mut guest, model) = wasm_guest(dir, interrupt)?;
-    Ok(Box::new(move |texts, seq| {
+/// amphi.wasm under wasmtime, and its sampled profile (stack samples at each epoch tick, charged
+/// to the backend op on the stack; needs deadlines on, whose ticks it samples on).
+fn wasm(dir: &str, interrupt: bool) -> Result<(Embed<'static>, Profile<'static>), Failure> {
+    let (guest, model) = wasm_guest(dir, interrupt)?;
+    let guest = std::rc::Rc::new(std::cell::RefCell::new(guest));
+    let runner = guest.clone();
+    let embed: Embed<'static> = Box::new(move |texts, seq| {
         let request = json!({"inputs": texts, "parameters": {"max_length": seq}});
-        let (json, _) = guest
+        let (json, _) = runner
+            .borrow_mut()
             .run(model, "feature-extraction", &serde_json::to_vec(&request)?)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(serde_json::from_slice(&json)?)
-    }))
+    });
+    let profile: Profile<'static> = Box::new(move |runs| {
+        let mut guest = guest.borrow_mut();
+        let Some(ms) = runs else {
+            guest.start_profile()?;
+            return Ok(Vec::new());
+        };
+        let samples = guest.finish_profile();
+        let total = samples.iter().map(|s| s.1).sum::<u64>().max(1) as f64;
+        let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+        Ok(samples
+            .iter()
+            .map(|&(op, n)| json!({"op": op, "share": n as f64 / total, "ms_per_run": mean * n as f64 / total, "samples": n}))
+            .collect())
+    });
+    Ok((embed, profile))
+}
+
+/// One shape's texts, its first output and its timed runs.
+struct ShapeRuns {
+    batch: usize,
+    seq: usize,
+    texts: Vec<String>,
+    embeddings: Vec<Vec<f32>>,
+    ms: Vec<f64>,
+}
+
+impl ShapeRuns {
+    fn new((batch, seq): (usize, usize)) -> Self {
+        Self {
+            batch,
+            seq,
+            texts: texts(batch, seq),
+            embeddings: Vec::new(),
+            ms: Vec::new(),
+        }
+    }
+
+    /// The first run (its embeddings are kept), `--warmup - 1` more, then the profile starts.
+    fn warm(
+        &mut self,
+        embed: &mut Embed<'_>,
+        profile: &mut Profile<'_>,
+        args: &BenchArgs,
+    ) -> Result<()> {
+        self.embeddings = embed(&self.texts, self.seq)?;
+        for _ in 1..args.warmup {
+            embed(&self.texts, self.seq)?;
+        }
+        if args.profile {
+            profile(None)?;
+        }
+        Ok(())
+    }
+
+    fn time_once(&mut self, embed: &mut Embed<'_>) -> Result<()> {
+        let t = Instant::now();
+        embed(&self.texts, self.seq)?;
+        self.ms.push(t.elapsed().as_secs_f64() * 1e3);
+        Ok(())
+    }
+
+    /// The shape's result row (and the profile, when asked for).
+    fn finish(&mut self, profile: &mut Profile<'_>, args: &BenchArgs, name: &str) -> Result<Value> {
+        ensure!(
+            !self.ms.is_empty(),
+            "{}x{}: no timed run",
+            self.batch,
+            self.seq
+        );
+        let (batch, seq) = (self.batch, self.seq);
+        let ops = match args.profile {
+            true => profile(Some(&self.ms))?,
+            false => Vec::new(),
+        };
+        if args.profile {
+            let parts: Vec<String> = ops
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{} {:.0}%",
+                        o["op"].as_str().unwrap_or("?"),
+                        100.0 * o["share"].as_f64().unwrap_or(0.0)
+                    )
+                })
+                .collect();
+            eprintln!("{name}: {batch}x{seq}: {}", parts.join(", "));
+        }
+        let mut ms = std::mem::take(&mut self.ms);
+        let (median, min, max) = stats(&mut ms);
+        eprintln!(
+            "{name}: {batch}x{seq}: median {median:.2} ms ({min:.2}–{max:.2}, {} runs)",
+            ms.len()
+        );
+        Ok(json!({
+            "batch": batch, "seq": seq, "ms": ms,
+            "median": median, "min": min, "max": max,
+            "embeddings": std::mem::take(&mut self.embeddings), "profile": ops,
+        }))
+    }
 }
 
 pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
@@ -394,8 +541,14 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
         write_inputs(&dir, &shapes, path)?;
         return Ok(());
     }
-    let (name, mut embed) = match args.runtime {
-        RuntimeArg::Native => ("amphi native", native(&dir)?),
+    if args.profile && args.no_deadline {
+        return Err(anyhow::anyhow!(
+            "--profile samples amphi.wasm on its deadline ticks: it cannot go with --no-deadline"
+        )
+        .into());
+    }
+    let (name, (mut embed, mut profile)) = match args.runtime {
+        RuntimeArg::Native => ("amphi native", (native(&dir)?, native_profile())),
         RuntimeArg::Wasm if args.no_deadline => {
             ("amphi.wasm (wasmtime, no deadline)", wasm(&dir, false)?)
         }
@@ -405,49 +558,38 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
         true => Value::Null,
         false => kernels(args.runtime, !args.no_deadline)?,
     };
+    let mut runs: Vec<ShapeRuns> = shapes.iter().map(|&s| ShapeRuns::new(s)).collect();
     let mut rows = Vec::new();
-    for &(batch, seq) in &shapes {
-        let texts = texts(batch, seq);
-        let embeddings = embed(&texts, seq)?;
-        for _ in 1..args.warmup {
-            embed(&texts, seq)?;
+    if args.step {
+        // Loaded and probed: ready for commands.
+        println!("ok");
+        for line in std::io::stdin().lines() {
+            let line = line.context("reading stdin")?;
+            let (command, index) = line
+                .split_once(' ')
+                .with_context(|| format!("not a command: {line:?}"))?;
+            let i: usize = index.parse().context("shape index")?;
+            let shape = runs.get_mut(i).with_context(|| format!("no shape {i}"))?;
+            match command {
+                "warm" => shape.warm(&mut embed, &mut profile, &args)?,
+                "run" => shape.time_once(&mut embed)?,
+                "done" => rows.push(shape.finish(&mut profile, &args, name)?),
+                _ => return Err(anyhow::anyhow!("unknown command {command:?}").into()),
+            }
+            println!("ok");
         }
-        let mut ms = Vec::new();
-        if args.profile {
-            amphi_core::profile::start();
+    } else {
+        for shape in &mut runs {
+            shape.warm(&mut embed, &mut profile, &args)?;
+            let started = Instant::now();
+            while shape.ms.len() < args.min_runs
+                || (shape.ms.len() < args.max_runs
+                    && started.elapsed().as_millis() < u128::from(args.budget_ms))
+            {
+                shape.time_once(&mut embed)?;
+            }
+            rows.push(shape.finish(&mut profile, &args, name)?);
         }
-        let started = Instant::now();
-        while ms.len() < args.min_runs
-            || (ms.len() < args.max_runs
-                && started.elapsed().as_millis() < u128::from(args.budget_ms))
-        {
-            let t = Instant::now();
-            embed(&texts, seq)?;
-            ms.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        let ops = amphi_core::profile::finish();
-        let total: f64 = ms.iter().sum();
-        let profile: Vec<Value> = ops
-            .iter()
-            .map(|o| json!({"op": o.op, "ms_per_run": o.ms / ms.len() as f64, "share": o.ms / total, "calls_per_run": o.calls as f64 / ms.len() as f64}))
-            .collect();
-        if args.profile {
-            let parts: Vec<String> = ops
-                .iter()
-                .map(|o| format!("{} {:.0}%", o.op, 100.0 * o.ms / total))
-                .collect();
-            eprintln!("{name}: {batch}x{seq}: {}", parts.join(", "));
-        }
-        let (median, min, max) = stats(&mut ms);
-        eprintln!(
-            "{name}: {batch}x{seq}: median {median:.2} ms ({min:.2}–{max:.2}, {} runs)",
-            ms.len()
-        );
-        rows.push(json!({
-            "batch": batch, "seq": seq, "ms": ms,
-            "median": median, "min": min, "max": max,
-            "embeddings": embeddings, "profile": profile,
-        }));
     }
     let out = json!({"runtime": name, "kernels": kernels, "results": rows});
     match &args.out {

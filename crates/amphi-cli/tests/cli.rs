@@ -308,7 +308,8 @@ fn models_by_hub_id_are_downloaded_into_the_cache() -> Result<()> {
 /// `amphi bench`: the inputs are exactly `seq` tokens, and the embeddings it times agree between
 /// the native engine and amphi.wasm, with and without deadlines (cosine ≥ 0.9999, the harness's
 /// own check), and with a plain `amphi run` of the same texts (abs 1e-5). Every runtime also
-/// reports its kernel microbenchmarks.
+/// reports its kernel microbenchmarks, and `--profile` puts time in the matrix multiply, natively
+/// (timed) and in amphi.wasm (sampled).
 #[test]
 fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("amphi-bench-{}", std::process::id()));
@@ -341,9 +342,9 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
         serde_json::from_slice(&std::fs::read(dir.join("inputs.json"))?)?;
     let mut results = Vec::new();
     for (i, (runtime, extra)) in [
-        ("native", None),
-        ("wasm", None),
-        ("wasm", Some("--no-deadline")),
+        ("native", "--profile"),
+        ("wasm", "--profile"),
+        ("wasm", "--no-deadline"),
     ]
     .into_iter()
     .enumerate()
@@ -362,7 +363,7 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
                 ],
                 &shapes[..],
                 &quick[..],
-                extra.as_slice(),
+                &[extra],
             ]
             .concat(),
             None,
@@ -378,6 +379,29 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
             ensure!(
                 kernels[key].as_f64().is_some_and(|g| g > 0.0),
                 "{runtime} {extra:?}: {key} in {kernels}"
+            );
+        }
+        if extra == "--profile" {
+            // Natively each op's time; in amphi.wasm stack samples every 5 ms (a dozen or so
+            // here), most of them in the matrix multiply.
+            let matmul: Vec<&serde_json::Value> = result["results"]
+                .as_array()
+                .context("results")?
+                .iter()
+                .flat_map(|r| r["profile"].as_array().into_iter().flatten())
+                .filter(|o| o["op"] == "matmul")
+                .collect();
+            ensure!(
+                matmul.iter().any(|o| o["share"].as_f64() > Some(0.0)),
+                "{runtime}: no matmul in the profile: {}",
+                result["results"]
+                    .as_array()
+                    .map(|r| r
+                        .iter()
+                        .map(|x| x["profile"].to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "))
+                    .unwrap_or_default()
             );
         }
         results.push(result);
@@ -427,6 +451,65 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
         }
     }
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// `amphi bench --step`: a harness paces the runs (`warm`, `run`, `done` per shape, in any
+/// order), each command is answered with one `ok`, and the results hold exactly the runs asked
+/// for; a command it does not know ends it with an error.
+#[test]
+fn bench_runs_are_paced_from_stdin() -> Result<()> {
+    let model = minilm_dir();
+    let model = model.to_string_lossy();
+    let out = std::env::temp_dir().join(format!("amphi-step-{}.json", std::process::id()));
+    let out_path = out.to_string_lossy();
+    let argv = [
+        "bench",
+        "--model",
+        &model,
+        "--runtime",
+        "native",
+        "--no-kernels",
+        "--warmup",
+        "1",
+        "--shapes",
+        "1x8,2x16",
+        "--step",
+        "--out",
+        &out_path,
+    ];
+    let commands = "warm 1\nrun 1\nrun 1\ndone 1\nwarm 0\nrun 0\ndone 0\n";
+    let ran = amphi(&argv, Some(commands))?;
+    ensure!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    ensure!(
+        String::from_utf8_lossy(&ran.stdout) == "ok\n".repeat(8),
+        "stdout {:?}",
+        String::from_utf8_lossy(&ran.stdout)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&out)?)?;
+    let rows = result["results"].as_array().context("results")?;
+    let got: Vec<(u64, u64, usize)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["batch"].as_u64().unwrap_or(0),
+                r["seq"].as_u64().unwrap_or(0),
+                r["ms"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect();
+    ensure!(got == [(2, 16, 2), (1, 8, 1)], "{got:?}");
+    std::fs::remove_file(&out)?;
+    let bad = amphi(&argv, Some("warm 0\njump 0\n"))?;
+    ensure!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("jump"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     Ok(())
 }
 

@@ -1,8 +1,8 @@
 //! Microbenchmarks of the CPU matrix multiply, for `amphi bench` and the benchmark harness: the
 //! host times the calls (amphi.wasm has no clock), so every host measures the same code the
-//! same way. [`peak`] runs the multiply-add mix of the matrix-multiply kernel this build uses
-//! (`f32x4` multiply + add in amphi.wasm, AVX2 FMA natively where present) on as many
-//! independent accumulators as fit the registers, which is the kernel's ceiling;
+//! same way. [`peak`] is the ceiling of the matrix-multiply kernel this build uses: in amphi.wasm
+//! the SIMD128 kernel itself (`f32x4` multiply + add) on operands that stay in L1; natively
+//! independent FMA chains of the kernel's width (AVX2 or AVX-512), as many as fit the registers.
 //! [`matmul`] runs the real kernel on a linear layer's shapes.
 
 use crate::backend::cpu;

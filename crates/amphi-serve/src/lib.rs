@@ -29,6 +29,7 @@ pub mod http;
 pub mod hub;
 mod metrics;
 pub mod pool;
+mod profile;
 mod runtime;
 
 use std::net::SocketAddr;

@@ -94,6 +94,8 @@ pub(crate) struct HostState {
     last_error: Option<String>,
     /// The instance's GPU buffers (freed with it).
     pub(crate) gpu: GpuState,
+    /// Stack samples per op while profiling ([`Guest::start_profile`]).
+    profile: Option<crate::profile::Samples>,
 }
 
 /// Advances the engine's epoch every [`TICK`] so that deadlines can interrupt guests.
@@ -119,7 +121,9 @@ pub struct Runtime {
     limits: GuestLimits,
     timing: ModuleTiming,
     gpu: Option<Arc<dyn amphi_gpu::GpuHost>>,
-    _ticker: Ticker,
+    /// Shared with every [`Guest`], so that deadlines keep ticking for a guest that outlives
+    /// its runtime.
+    ticker: Arc<Ticker>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -272,7 +276,7 @@ impl Runtime {
             limits,
             timing,
             gpu: None,
-            _ticker: Ticker { stop, thread },
+            ticker: Arc::new(Ticker { stop, thread }),
         };
         let mut probe = runtime.instantiate()?;
         let version = probe.abi_version()?;
@@ -321,6 +325,7 @@ impl Runtime {
                 .build(),
             last_error: None,
             gpu: GpuState::new(self.gpu.clone()),
+            profile: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -357,6 +362,7 @@ impl Runtime {
             probes: Probes::find(&instance, &mut store),
             limits: self.limits,
             store,
+            _ticker: self.ticker.clone(),
         })
     }
 }
@@ -394,6 +400,8 @@ pub struct Guest {
     debug_panic: TypedFunc<(), ()>,
     debug_spin: TypedFunc<(), ()>,
     probes: Option<Probes>,
+    /// Keeps the epoch advancing while this guest lives.
+    _ticker: Arc<Ticker>,
 }
 
 /// The artifact's optional diagnostic exports (`amphi_probe_*`, docs/abi.md).
@@ -449,11 +457,46 @@ impl Guest {
         f.call(&mut self.store, params).map_err(|e| self.trap(e))
     }
 
-    /// Starts an operation: its calls together get `budget` of wall-clock time.
+    /// Starts an operation: its calls together get `budget` of wall-clock time (while profiling,
+    /// the next tick takes a sample instead).
     fn begin(&mut self, budget: Duration) {
         if self.limits.interrupt {
-            self.store.set_epoch_deadline(ticks(budget));
+            let profiling = self.store.data().profile.is_some();
+            self.store
+                .set_epoch_deadline(if profiling { 1 } else { ticks(budget) });
         }
+    }
+
+    /// Starts a sampling profile: at every epoch tick (5 ms) the guest's call stack is charged to
+    /// the backend op on it (`matmul`, `attention`, `tokenize`, …; `other` for the rest), until
+    /// [`Guest::finish_profile`]. Deadlines are not enforced meanwhile. Needs the runtime's
+    /// interruption ([`GuestLimits::interrupt`]): without it there are no ticks to sample on.
+    pub fn start_profile(&mut self) -> Result<(), Error> {
+        if !self.limits.interrupt {
+            return Err(Error::Wasmtime(
+                "profiling samples on epoch ticks: it needs deadlines (interrupt) on".into(),
+            ));
+        }
+        self.store.data_mut().profile = Some(Default::default());
+        self.store.epoch_deadline_callback(|mut cx| {
+            let op = crate::profile::classify(&wasmtime::WasmBacktrace::capture(&cx));
+            if let Some(samples) = cx.data_mut().profile.as_mut() {
+                *samples.entry(op).or_default() += 1;
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
+        Ok(())
+    }
+
+    /// Ends the profile: samples per op, most first; deadlines trap again.
+    pub fn finish_profile(&mut self) -> Vec<(&'static str, u64)> {
+        let samples = self.store.data_mut().profile.take().unwrap_or_default();
+        if self.limits.interrupt {
+            self.store.epoch_deadline_trap();
+        }
+        let mut out: Vec<_> = samples.into_iter().collect();
+        out.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+        out
     }
 
     fn abi_version(&mut self) -> Result<i32, Error> {
@@ -579,9 +622,9 @@ impl Guest {
         Ok((self.result()?, tokens))
     }
 
-    /// Times the artifact's SIMD128 peak loop (`iters` iterations) and returns GFLOP/s, or
-    /// `None` if the artifact has no probes.
-    pub fn probe_peak(&mut self, iters: u32) -> Result<Option<f64>, GuestError> {
+    /// Floating-point operations per iteration of the artifact's peak loop, or `None` if the
+    /// artifact has no probes.
+    pub fn probe_peak_flops(&mut self) -> Result<Option<u32>, GuestError> {
         let Some(p) = self.probes.clone() else {
             return Ok(None);
         };
@@ -590,6 +633,15 @@ impl Guest {
             .peak_flops
             .call(&mut self.store, ())
             .map_err(|e| self.trap(e))?;
+        Ok(Some(flops))
+    }
+
+    /// Times the artifact's SIMD128 peak loop (`iters` iterations) and returns GFLOP/s, or
+    /// `None` if the artifact has no probes.
+    pub fn probe_peak(&mut self, iters: u32) -> Result<Option<f64>, GuestError> {
+        let (Some(p), Some(flops)) = (self.probes.clone(), self.probe_peak_flops()?) else {
+            return Ok(None);
+        };
         let t = Instant::now();
         p.peak
             .call(&mut self.store, iters)

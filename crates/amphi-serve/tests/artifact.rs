@@ -224,6 +224,7 @@ fn a_panic_is_an_error_and_a_fresh_instance_works() -> Result<()> {
     Ok(())
 }
 
+/// Also for a guest whose runtime is gone: the epoch must keep ticking while a guest lives.
 #[test]
 fn the_deadline_interrupts_a_runaway_guest() -> Result<()> {
     let rt = runtime(GuestLimits {
@@ -231,6 +232,7 @@ fn the_deadline_interrupts_a_runaway_guest() -> Result<()> {
         ..GuestLimits::default()
     })?;
     let mut guest = rt.instantiate()?;
+    drop(rt);
     let started = Instant::now();
     let err = guest.debug_spin();
     ensure!(matches!(err, GuestError::Deadline), "{err:?}");

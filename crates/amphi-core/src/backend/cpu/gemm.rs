@@ -141,7 +141,17 @@ pub(crate) fn gemm(a: Rows<'_>, b: &Packed, c: &mut [f32], ldc: usize, ep: &Epil
     });
 }
 
-/// Rows `r0 .. r0 + rows` of `C` (`c` starts at row `r0`), all columns.
+/// Depth of one pass over `B`: each panel's `KC × NR` slice (16 KiB for SIMD128's 16 columns,
+/// 32 KiB for AVX-512's 32) stays in L1 while every row of the block runs over it. Deeper
+/// products (MiniLM's FFN output, k = 1536) take several passes, adding into `C`.
+const KC: usize = 256;
+
+/// Rows of `A` per block: their `MC × KC` slice (192 KiB) stays in L2 while the panels stream
+/// past it, so a batch of thousands of rows does not re-read all of `A` from memory for every
+/// panel. A multiple of every kernel's MR.
+const MC: usize = 192;
+
+/// Rows `r0 .. r0 + rows` of `C` (`c` starts at row `r0`), all columns, `MC` rows at a time.
 fn block(
     a: Rows<'_>,
     r0: usize,
@@ -155,22 +165,40 @@ fn block(
     let (n, k) = (b.n, b.k);
     let mut tile = [0f32; MAX_MR * MAX_NR];
     let mut ptrs = [a.data.as_ptr(); MAX_MR];
-    for (jp, panel) in b.data.chunks_exact(k * nr).enumerate() {
-        let j0 = jp * nr;
-        let cols = nr.min(n - j0);
-        for i in (0..rows).step_by(mr) {
-            let valid = mr.min(rows - i);
-            for (r, p) in ptrs[..mr].iter_mut().enumerate() {
-                // Rows past the end repeat the last one; their results are dropped.
-                let row = r0 + i + r.min(valid - 1);
-                *p = a.data[row * a.lda..][..k].as_ptr();
-            }
-            // SAFETY: every row pointer was just taken from a slice of `k` values, the panel is
-            // `k*nr` values, and the tile holds MAX_MR*MAX_NR ≥ mr*nr.
-            unsafe { run(k, ptrs.as_ptr(), panel.as_ptr(), tile.as_mut_ptr()) };
-            for r in 0..valid {
-                let dst = &mut c[(i + r) * ldc + j0..][..cols];
-                ep.store(&tile[r * nr..][..cols], j0, dst);
+    let passes = k.div_ceil(KC).max(1);
+    for m0 in (0..rows).step_by(MC) {
+        let m1 = rows.min(m0 + MC);
+        for pass in 0..passes {
+            let p0 = pass * KC;
+            let kc = KC.min(k - p0);
+            let last = pass + 1 == passes;
+            for (jp, panel) in b.data.chunks_exact(k * nr).enumerate() {
+                let panel = &panel[p0 * nr..][..kc * nr];
+                let j0 = jp * nr;
+                let cols = nr.min(n - j0);
+                for i in (m0..m1).step_by(mr) {
+                    let valid = mr.min(m1 - i);
+                    for (r, p) in ptrs[..mr].iter_mut().enumerate() {
+                        // Rows past the end repeat the last one; their results are dropped.
+                        let row = r0 + i + r.min(valid - 1);
+                        *p = a.data[row * a.lda + p0..][..kc].as_ptr();
+                    }
+                    // SAFETY: every row pointer was just taken from a slice of `kc` values, the
+                    // panel slice is `kc*nr` values, and the tile holds MAX_MR*MAX_NR ≥ mr*nr.
+                    unsafe { run(kc, ptrs.as_ptr(), panel.as_ptr(), tile.as_mut_ptr()) };
+                    for r in 0..valid {
+                        let dst = &mut c[(i + r) * ldc + j0..][..cols];
+                        let sums = &mut tile[r * nr..][..cols];
+                        if pass > 0 {
+                            sums.iter_mut().zip(dst.iter()).for_each(|(s, d)| *s += *d);
+                        }
+                        if last {
+                            ep.store(sums, j0, dst);
+                        } else {
+                            dst.copy_from_slice(sums);
+                        }
+                    }
+                }
             }
         }
     }
@@ -242,6 +270,8 @@ mod tests {
             (37, 130, 65),
             (128, 384, 384),
             (9, 2, 1536),
+            (19, 40, 600),
+            (MC + 37, 20, 300),
         ]
         .iter()
         .enumerate()
@@ -283,7 +313,8 @@ mod tests {
 
     #[test]
     fn scale_bias_and_activation_are_applied_on_store() {
-        let (m, n, k) = (5, 20, 7);
+        // k deeper than one pass, so the epilogue sees the sum of every pass.
+        let (m, n, k) = (5, 20, KC + 44);
         let a = random(m * k, 1);
         let w = random(n * k, 2);
         let bias = random(n, 3);
