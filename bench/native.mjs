@@ -3,7 +3,7 @@
 // `rounds` in timing.mjs), started one after another: the harness sends `warm I`, `run I` and `done I` on a runner's stdin
 // and waits for its `ok`; each runner times its own runs and writes its results when its stdin
 // closes. Usage:
-//   node native.mjs INPUTS.json RUNNERS.json    (RUNNERS: [{ "cmd": [program, args…], "env": {…} }])
+//   node native.mjs INPUTS.json RUNNERS.json    (RUNNERS: [{ "cmd": [program, args…], "env"?: {…} }])
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';

@@ -5,8 +5,8 @@ inputs.json, with one intra-op thread or all of them, timed like `amphi bench`.
 
 With --step, a harness paces the runs as it does `amphi bench --step`: `ok` once loaded, then
 commands on stdin, one per line (`warm I`, `run I`, `done I`), each answered with `ok`; the results
-are written at the end of stdin. The all-threads session then does not spin its idle workers, which would otherwise keep a
-core busy while the other runtimes take their turn.
+are written at the end of stdin. The all-threads session then does not spin its idle workers,
+which would otherwise keep a core busy while the other runtimes take their turn.
 """
 import json
 import sys

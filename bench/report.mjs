@@ -66,8 +66,8 @@ for (const [a, b] of PAIRS) {
   p(`| ${runs[a].runtime} vs ${runs[b].runtime} | ${shapes.map((s) => { const r = ratio(a, b, s); return r === undefined ? '–' : `${r.toFixed(2)}×`; }).join(' | ')} |`);
 }
 p();
-// The arithmetic floor of each SIMD128 engine: MiniLM's flops at the peak that engine's own probe
-// measured in this run. all-MiniLM-L6-v2: 6 layers, hidden 384, FFN 1536; per token the linear
+// The arithmetic floor of each SIMD128 engine: MiniLM's flops at the ceiling of amphi's kernel in
+// that engine, measured in this run. all-MiniLM-L6-v2: 6 layers, hidden 384, FFN 1536; per token the linear
 // layers do 2·(384·1152 + 384·384 + 2·384·1536) flops per layer, and attention does 4·seq²·384 per
 // sequence and layer (Q·Kᵀ and P·V). Embedding, layer norm, softmax, GELU and pooling are left
 // out, so the floor is below what any fp32 SIMD128 implementation can reach.
@@ -79,7 +79,6 @@ const flopsOf = (shape) => {
   const linear = 2 * (HIDDEN * 3 * HIDDEN + HIDDEN * HIDDEN + 2 * HIDDEN * FFN);
   return LAYERS * batch * (seq * linear + 4 * seq * seq * HIDDEN);
 };
-// [amphi, peer, whether the peer runs in the same engine (then its share of that engine's peak means something)]
 // An engine's kernel ceiling: the peak probe, or what the multiply reached on MiniLM's shapes if
 // that is higher (a probe that missed the engine's optimised code reads low).
 const ceiling = (k) => Math.max(k.peak_gflops, ...k.shapes.map((s) => s.gflops));
@@ -119,21 +118,22 @@ if (probed.length) {
   }
   p();
 }
+// [amphi, peer, whether the peer runs in the same engine (then its share of that ceiling means something)]
 const BOUNDS = [['wasm', 'ort1', false], ['wasmFast', 'ort1', false], ['nodeAmphi', 'nodeOrt', true], ['chromeAmphi', 'chromeOrt', true], ['chromeAmphi', 'chromeTjs', true]];
 const bounded = BOUNDS.filter(([a, b]) => runs[a]?.kernels && runs[b]);
 if (bounded.length) {
-  p('How far the SIMD128 engines can go: each engine\'s floor is MiniLM\'s matrix-multiply flops (linear layers and attention; everything else left out) at the ceiling of amphi\'s kernel in that engine, measured in this run (its peak probe, or the multiply on MiniLM\'s shapes where that ran faster). "amphi / floor" is how close amphi runs to it; "peer at" is the peer\'s flops per second as a share of that peak (for a peer in the same engine); "best possible" is the peer\'s median divided by the floor, the most amphi could be faster than that peer in this engine without fused multiply-add:');
+  p('How far the SIMD128 engines can go: each engine\'s floor is MiniLM\'s matrix-multiply flops (linear layers and attention; everything else left out) at the ceiling of amphi\'s kernel in that engine, measured in this run (its peak probe, or the multiply on MiniLM\'s shapes where that ran faster). "amphi / floor" is how close amphi runs to it; "peer at" is the peer\'s flops per second as a share of that ceiling (for a peer in the same engine); "best possible" is the peer\'s median divided by the floor, the most amphi could be faster than that peer in this engine without fused multiply-add:');
   p();
   p('| engine vs peer | ceiling GFLOP/s | shape | floor ms | amphi ms (amphi / floor) | peer ms (peer at) | best possible |');
   p('|---|---|---|---|---|---|---|');
   for (const [a, b, same] of bounded) {
-    const peak = ceiling(runs[a].kernels);
+    const top = ceiling(runs[a].kernels);
     for (const shape of shapes.filter((x) => x === '1×8' || x === '1×128')) {
       const floor = floorMs(a, shape);
       const mine = row(runs[a], shape)?.median;
       const peer = row(runs[b], shape)?.median;
       if (mine === undefined || peer === undefined) continue;
-      p(`| ${runs[a].runtime} vs ${runs[b].runtime} | ${peak.toFixed(1)} | ${shape} | ${fmt(floor)} | ${fmt(mine)} (${(mine / floor).toFixed(2)}×) | ${fmt(peer)}${same ? ` (${(100 * floor / peer).toFixed(0)} % of peak)` : ''} | ${(peer / floor).toFixed(2)}× |`);
+      p(`| ${runs[a].runtime} vs ${runs[b].runtime} | ${top.toFixed(1)} | ${shape} | ${fmt(floor)} | ${fmt(mine)} (${(mine / floor).toFixed(2)}×) | ${fmt(peer)}${same ? ` (${(100 * floor / peer).toFixed(0)} % of the ceiling)` : ''} | ${(peer / floor).toFixed(2)}× |`);
     }
   }
   p();

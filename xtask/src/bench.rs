@@ -181,10 +181,10 @@ pub(crate) fn bench() -> Result<()> {
     // Each times its own runs; with deadlines, amphi.wasm's profile is sampled on their ticks.
     let runners = serde_json::json!([
         {"cmd": amphi_step(&["--runtime", "native", "--profile", "--out", &path("amphi-native.json")]), "env": {"RAYON_NUM_THREADS": "1"}},
-        {"cmd": amphi_step(&["--runtime", "wasm", "--profile", "--out", &path("amphi-wasm.json")]), "env": {}},
-        {"cmd": amphi_step(&["--runtime", "wasm", "--no-deadline", "--out", &path("amphi-wasm-no-deadline.json")]), "env": {}},
-        {"cmd": ort_step("1", "ort-1.json"), "env": {}},
-        {"cmd": ort_step("0", "ort-all.json"), "env": {}},
+        {"cmd": amphi_step(&["--runtime", "wasm", "--profile", "--out", &path("amphi-wasm.json")])},
+        {"cmd": amphi_step(&["--runtime", "wasm", "--no-deadline", "--out", &path("amphi-wasm-no-deadline.json")])},
+        {"cmd": ort_step("1", "ort-1.json")},
+        {"cmd": ort_step("0", "ort-all.json")},
     ]);
     let runners_file = out.join("native-runners.json");
     std::fs::write(&runners_file, runners.to_string())?;

@@ -496,11 +496,9 @@ impl ShapeRuns {
             self.seq
         );
         let (batch, seq) = (self.batch, self.seq);
-        let ops = match args.profile {
-            true => profile(Some(&self.ms))?,
-            false => Vec::new(),
-        };
+        let mut ops = Vec::new();
         if args.profile {
+            ops = profile(Some(&self.ms))?;
             let parts: Vec<String> = ops
                 .iter()
                 .map(|o| {
