@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::{artifact, cargo, fetch_model, npm_package, output, root, run, step};
+use crate::{artifact, cargo, fetch_model, npm_package, output, root, run, step, system_packages};
 
 /// onnxruntime from PyPI (the fp32 export in ../shared/bench was checked with 1.32).
 const ONNXRUNTIME: &str = "onnxruntime==1.32.0";
@@ -121,7 +121,10 @@ fn serve_start(amphi: &Path, minilm: &Path) -> Result<(f64, u64)> {
 }
 
 pub(crate) fn bench() -> Result<()> {
-    step("set-up: all-MiniLM-L6-v2, amphi.wasm, the release CLI, the npm package, the peers");
+    step(
+        "set-up: Chromium, all-MiniLM-L6-v2, amphi.wasm, the release CLI, the npm package, the peers",
+    );
+    system_packages()?;
     let minilm = fetch_model()?;
     let wasm = artifact()?;
     run(cargo().args(["build", "--release", "-p", "amphi-cli"]))?;

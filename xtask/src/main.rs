@@ -315,7 +315,7 @@ fn js_tests(tarball: &Path) -> Result<()> {
 
 /// Installs what the GPU and browser tests need from Debian when it is missing (CI runs as
 /// root): Mesa's lavapipe (a Vulkan GPU on the CPU) and Chromium.
-fn system_packages() -> Result<()> {
+pub(crate) fn system_packages() -> Result<()> {
     let lavapipe = Path::new("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json").exists()
         || Path::new("/usr/share/vulkan/icd.d/lvp_icd.json").exists();
     let missing: Vec<&str> = [

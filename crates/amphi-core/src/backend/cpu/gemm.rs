@@ -20,12 +20,16 @@ const MAX_NR: usize = 32;
 /// `tile` for `mr*nr` writes.
 pub(crate) type MicroFn = unsafe fn(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32);
 
-/// A microkernel and its tile shape.
+/// A microkernel, its tile shape, and the depth of one pass over `B`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Kernel {
     pub name: &'static str,
     pub mr: usize,
     pub nr: usize,
+    /// `k` per pass over `B` (`KC` in BLIS's terms): each panel's `kc × nr` slice stays in L1
+    /// while every row of a block runs over it; deeper products take several passes, adding into
+    /// `C`.
+    pub kc: usize,
     pub run: MicroFn,
 }
 
@@ -141,12 +145,7 @@ pub(crate) fn gemm(a: Rows<'_>, b: &Packed, c: &mut [f32], ldc: usize, ep: &Epil
     });
 }
 
-/// Depth of one pass over `B`: each panel's `KC × NR` slice (16 KiB for SIMD128's 16 columns,
-/// 32 KiB for AVX-512's 32) stays in L1 while every row of the block runs over it. Deeper
-/// products (MiniLM's FFN output, k = 1536) take several passes, adding into `C`.
-const KC: usize = 256;
-
-/// Rows of `A` per block: their `MC × KC` slice (192 KiB) stays in L2 while the panels stream
+/// Rows of `A` per block: their `MC × kc` slice (192–288 KiB) stays in L2 while the panels stream
 /// past it, so a batch of thousands of rows does not re-read all of `A` from memory for every
 /// panel. A multiple of every kernel's MR.
 const MC: usize = 192;
@@ -161,16 +160,22 @@ fn block(
     ldc: usize,
     ep: &Epilogue<'_>,
 ) {
-    let Kernel { mr, nr, run, .. } = b.kernel;
+    let Kernel {
+        mr,
+        nr,
+        kc: depth,
+        run,
+        ..
+    } = b.kernel;
     let (n, k) = (b.n, b.k);
     let mut tile = [0f32; MAX_MR * MAX_NR];
     let mut ptrs = [a.data.as_ptr(); MAX_MR];
-    let passes = k.div_ceil(KC).max(1);
+    let passes = k.div_ceil(depth).max(1);
     for m0 in (0..rows).step_by(MC) {
         let m1 = rows.min(m0 + MC);
         for pass in 0..passes {
-            let p0 = pass * KC;
-            let kc = KC.min(k - p0);
+            let p0 = pass * depth;
+            let kc = depth.min(k - p0);
             let last = pass + 1 == passes;
             for (jp, panel) in b.data.chunks_exact(k * nr).enumerate() {
                 let panel = &panel[p0 * nr..][..kc * nr];
@@ -314,7 +319,7 @@ mod tests {
     #[test]
     fn scale_bias_and_activation_are_applied_on_store() {
         // k deeper than one pass, so the epilogue sees the sum of every pass.
-        let (m, n, k) = (5, 20, KC + 44);
+        let (m, n, k) = (5, 20, kernel().kc + 44);
         let a = random(m * k, 1);
         let w = random(n * k, 2);
         let bias = random(n, 3);

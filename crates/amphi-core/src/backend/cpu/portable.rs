@@ -7,6 +7,7 @@ pub(crate) const KERNEL: Kernel = Kernel {
     name: "portable 4x16",
     mr: 4,
     nr: 16,
+    kc: 256,
     run: kernel_4x16,
 };
 

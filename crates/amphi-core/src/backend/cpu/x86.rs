@@ -16,6 +16,8 @@ const AVX512: Kernel = Kernel {
     name: "avx512f 8x32",
     mr: 8,
     nr: 32,
+    // 32 KiB of B per pass.
+    kc: 256,
     run: avx512_8x32,
 };
 
@@ -23,6 +25,7 @@ const AVX2_FMA: Kernel = Kernel {
     name: "avx2+fma 6x16",
     mr: 6,
     nr: 16,
+    kc: 256,
     run: avx2_6x16,
 };
 
