@@ -187,21 +187,42 @@ impl Backend for Cpu {
                 message: format!("embed: {} ids for {n} positions", ids.len()),
             });
         }
-        let ids = Tensor::from_slice(ids, n, &Device::Cpu)?;
-        let type_ids = Tensor::from_slice(type_ids, n, &Device::Cpu)?;
-        let hidden = word.dim(1)?;
-        timed("embed", || -> Result<Tensor> {
-            let positions = position
-                .narrow(0, 0, shape.seq)?
-                .unsqueeze(0)?
-                .broadcast_as((shape.batch, shape.seq, hidden))?
-                .reshape((n, hidden))?;
-            let x = word
-                .index_select(&ids, 0)?
-                .add(&token_type.index_select(&type_ids, 0)?)?
-                .add(&positions)?;
-            Ok(x)
-        })
+        let (vocab, hidden) = dims2("embed", word)?;
+        let (positions, position_width) = dims2("embed", position)?;
+        let (types, type_width) = dims2("embed", token_type)?;
+        if position_width != hidden || type_width != hidden {
+            return Err(Error::Backend {
+                message: format!(
+                    "embed: tables of widths {hidden}, {position_width} and {type_width}"
+                ),
+            });
+        }
+        if ids.iter().any(|&i| i as usize >= vocab)
+            || type_ids.iter().any(|&i| i as usize >= types)
+            || shape.seq > positions
+        {
+            return Err(Error::invalid_input(
+                "a token id is outside the embedding table",
+            ));
+        }
+        let (word, position, token_type) = (values(word)?, values(position)?, values(token_type)?);
+        // Row by row, in candle's order of the sums before ((word + type) + position); candle's
+        // broadcast add of the positions over a batch took 5 % of a 32×128 embedding.
+        let mut out = Vec::with_capacity(n * hidden);
+        timed("embed", || {
+            fn row(table: &[f32], i: usize, hidden: usize) -> &[f32] {
+                &table[i * hidden..][..hidden]
+            }
+            for (t, (&id, &ty)) in ids.iter().zip(type_ids).enumerate() {
+                let (w, y) = (
+                    row(&word, id as usize, hidden),
+                    row(&token_type, ty as usize, hidden),
+                );
+                let p = row(&position, t % shape.seq, hidden);
+                out.extend(w.iter().zip(y).zip(p).map(|((w, y), p)| (w + y) + p));
+            }
+        });
+        matrix(out, n, hidden)
     }
 
     fn linear(
