@@ -358,6 +358,21 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The wasm32-only code: the SIMD128 kernel, the host imports, the browser binding.
+    run(cargo().args([
+        "clippy",
+        "-p",
+        "amphi-core",
+        "-p",
+        "amphi-wasm",
+        "-p",
+        "amphi-web",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
 
     artifact()?;
     step("native tests (goldens, tokenizer parity, bad inputs, CLI, wasm host, HTTP API)");
