@@ -21,9 +21,10 @@ pub(crate) const KERNEL: Kernel = Kernel {
 /// Steps per turn of the kernel's inner loop. The steps run in two nested loops, not one, for
 /// V8: in Node 20 the kernel ran 20 % faster so (62 against 52 GFLOP/s on its L1 ceiling, 58
 /// against 48 on MiniLM's shapes; AMD EPYC, Zen 5), while wasmtime compiled both forms to the
-/// same speed. (V8 unrolls innermost loops by a factor that grows with their nesting depth.) The
-/// inner loop stays a loop: written out, LLVM hoists the loads of all its steps to the front,
-/// and the vectors they hold spill in both engines (30–40 % slower).
+/// same speed (presumably V8's loop unrolling treats a nested innermost loop differently; not
+/// verified in its code). The inner loop stays a loop: written out, LLVM's stackifier pulls the
+/// loads of all eight steps into each accumulator's expression, and the vectors they hold
+/// spill in both engines (35–39 % slower).
 const STEPS: usize = 32;
 
 /// # Safety
