@@ -403,3 +403,49 @@ impl Backend for Cpu {
         Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::tests::random;
+
+    /// Ids outside the embedding tables are refused, as the GPU backend refuses them.
+    #[test]
+    fn embed_refuses_ids_outside_its_tables() {
+        let (vocab, positions, types, hidden) = (50, 20, 2, 70);
+        let table = |rows: usize, seed| {
+            Cpu.upload(random(rows * hidden, seed), &[rows, hidden])
+                .expect("table")
+        };
+        let (word, pos, tt) = (table(vocab, 1), table(positions, 2), table(types, 3));
+        let shape = BatchShape { batch: 3, seq: 11 };
+        let ids: Vec<u32> = (0..shape.tokens() as u32)
+            .map(|i| (i * 7) % vocab as u32)
+            .collect();
+        let type_ids: Vec<u32> = (0..shape.tokens() as u32).map(|i| i % 2).collect();
+        assert!(
+            Cpu.embed([&word, &pos, &tt], &ids, &type_ids, shape)
+                .is_ok(),
+            "ids inside the tables are embedded"
+        );
+        assert!(
+            Cpu.embed([&word, &pos, &tt], &[vocab as u32; 33], &type_ids, shape)
+                .is_err(),
+            "an id outside the table is refused on the CPU"
+        );
+        assert!(
+            Cpu.embed([&word, &pos, &tt], &ids, &[types as u32; 33], shape)
+                .is_err(),
+            "a token type outside the table is refused on the CPU"
+        );
+        let long = BatchShape {
+            batch: 1,
+            seq: positions + 1,
+        };
+        assert!(
+            Cpu.embed([&word, &pos, &tt], &[0; 21], &[0; 21], long)
+                .is_err(),
+            "a sequence longer than the position table is refused on the CPU"
+        );
+    }
+}
