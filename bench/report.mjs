@@ -10,7 +10,7 @@ import { join } from 'node:path';
 
 const [dir, readme] = process.argv.slice(2);
 const FILES = [
-  ['native', 'amphi-native.json'], ['wasm', 'amphi-wasm.json'], ['wasmFast', 'amphi-wasm-no-deadline.json'],
+  ['native', 'amphi-native.json'], ['wasm', 'amphi-wasm.json'], ['wasmPre', 'amphi-wasm-preemptive.json'],
   ['ort1', 'ort-1.json'], ['ortN', 'ort-all.json'],
   ['nodeAmphi', 'node-amphi.json'], ['nodeOrt', 'node-ort-web.json'],
   ['chromeAmphi', 'chromium-amphi.json'], ['chromeOrt', 'chromium-ort-web.json'], ['chromeTjs', 'chromium-transformers.json'],
@@ -57,7 +57,7 @@ p();
 p(`| amphi vs peer | ${shapes.join(' | ')} |`);
 p(`|---|${shapes.map(() => '---|').join('')}`);
 const PAIRS = [
-  ['native', 'ort1'], ['native', 'ortN'], ['wasm', 'ort1'], ['wasmFast', 'ort1'],
+  ['native', 'ort1'], ['native', 'ortN'], ['wasm', 'ort1'], ['wasmPre', 'ort1'],
   ['nodeAmphi', 'nodeOrt'], ['chromeAmphi', 'chromeOrt'], ['chromeAmphi', 'chromeTjs'],
 ];
 const ratio = (a, b, s) => { const x = row(runs[a], s); const y = row(runs[b], s); return x && y ? y.median / x.median : undefined; };
@@ -91,7 +91,7 @@ const limitNote = (key, peer, shape) => {
 const check = (ok) => (ok === undefined ? '?' : ok ? 'met' : '**not met**');
 p('Targets (issue 6, MiniLM fp32, one thread):');
 p();
-for (const key of ['wasm', 'wasmFast'].filter((k) => runs[k])) {
+for (const key of ['wasm', 'wasmPre'].filter((k) => runs[k])) {
   const floor = floorMs(key, '1×128');
   const ort = row(runs.ort1, '1×128')?.median;
   const limit = floor && ort ? `; MiniLM's multiplies alone, with amphi's kernel at its ceiling in this engine, take ${fmt(floor)} ms = ${(floor / ort).toFixed(2)}× onnxruntime's time` : '';
@@ -101,7 +101,7 @@ for (const [a, b, where] of [['nodeAmphi', 'nodeOrt', 'Node'], ['chromeAmphi', '
   p(`- amphi in ${where} ≥ 1.5× faster than onnxruntime-web at 1×128: ${ratio(a, b, '1×128')?.toFixed(2)}× — ${check(ratio(a, b, '1×128') >= 1.5)}; ≥ 4× at 1×8: ${ratio(a, b, '1×8')?.toFixed(2)}× — ${check(ratio(a, b, '1×8') >= 4)}. With amphi's kernel at its ceiling in this engine and everything but the multiplies free, the most possible is ${limitNote(a, b, '1×128')} at 1×128 and ${limitNote(a, b, '1×8')} at 1×8`);
 }
 p(`- amphi native no slower than onnxruntime (1 thread) at every shape: ${shapes.map((s) => `${ratio('native', 'ort1', s)?.toFixed(2)}×`).join(', ')} — ${check(shapes.every((s) => ratio('native', 'ort1', s) >= 1))}`);
-const simd = ['wasm', 'wasmFast', 'nodeAmphi', 'chromeAmphi'].filter((k) => runs[k]?.kernels);
+const simd = ['wasm', 'wasmPre', 'nodeAmphi', 'chromeAmphi'].filter((k) => runs[k]?.kernels);
 if (simd.length) {
   p(`- the matrix multiply on MiniLM's shapes ≥ 70 % of the SIMD128 peak: ${simd.map((k) => `${(100 * runs[k].kernels.share_of_peak).toFixed(0)} % (${runs[k].runtime})`).join(', ')} — ${check(simd.every((k) => runs[k].kernels.share_of_peak >= 0.7))}`);
 }
@@ -119,7 +119,7 @@ if (probed.length) {
   p();
 }
 // [amphi, peer, whether the peer runs in the same engine (then its share of that ceiling means something)]
-const BOUNDS = [['wasm', 'ort1', false], ['wasmFast', 'ort1', false], ['nodeAmphi', 'nodeOrt', true], ['chromeAmphi', 'chromeOrt', true], ['chromeAmphi', 'chromeTjs', true]];
+const BOUNDS = [['wasm', 'ort1', false], ['wasmPre', 'ort1', false], ['nodeAmphi', 'nodeOrt', true], ['chromeAmphi', 'chromeOrt', true], ['chromeAmphi', 'chromeTjs', true]];
 const bounded = BOUNDS.filter(([a, b]) => runs[a]?.kernels && runs[b]);
 if (bounded.length) {
   p('How far the SIMD128 engines can go: each engine\'s floor is MiniLM\'s matrix-multiply flops (linear layers and attention; everything else left out) at the ceiling of amphi\'s kernel in that engine, measured in this run (its peak probe, or the multiply on MiniLM\'s shapes where that ran faster). "amphi / floor" is how close amphi runs to it; "peer at" is the peer\'s flops per second as a share of that ceiling (for a peer in the same engine); "best possible" is the peer\'s median divided by the floor, the most amphi could be faster than that peer in this engine without fused multiply-add:');
@@ -140,7 +140,7 @@ if (bounded.length) {
 }
 for (const [key, title] of [
   ['native', 'Where amphi native\'s time goes (1 thread, each op timed, share of the timed runs):'],
-  ['wasm', 'Where amphi.wasm\'s time goes under wasmtime (its call stack sampled at every 5 ms deadline tick and charged to the backend op on it; deadlines on, so the multiply runs at their slower speed):'],
+  ['wasmPre', 'Where amphi.wasm\'s time goes under wasmtime (its call stack sampled at every 5 ms epoch tick and charged to the backend op on it; so with preemptive deadlines, whose checks slow the multiply):'],
 ]) {
   const run = runs[key];
   const ops = [...new Set((run?.results ?? []).flatMap((r) => (r.profile ?? []).map((o) => o.op)))];

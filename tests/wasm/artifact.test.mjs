@@ -35,11 +35,12 @@ const noGpu = {
   last_error: () => 0,
 };
 
-/** A minimal host of ABI v2 (CPU only). */
+/** A minimal host of ABI v4 (CPU only). */
 class Amphi {
   static async create() {
     const self = new Amphi();
     self.logs = [];
+    self.stop = false;
     const imports = {
       amphi_host: {
         random_fill: (ptr, len) => {
@@ -49,13 +50,14 @@ class Amphi {
         log: (level, ptr, len) => {
           self.logs.push([level, new TextDecoder().decode(new Uint8Array(self.memory.buffer, ptr, len))]);
         },
+        interrupted: () => (self.stop ? 1 : 0),
       },
       amphi_gpu: noGpu,
     };
     self.instance = await WebAssembly.instantiate(module, imports);
     self.x = self.instance.exports;
     self.memory = self.x.memory;
-    assert.equal(self.x.amphi_abi_version(), 3);
+    assert.equal(self.x.amphi_abi_version(), 4);
     return self;
   }
 
@@ -109,6 +111,10 @@ const maxAbsDiff = (a, b) => {
 test('imports only amphi_host and amphi_gpu, exactly as documented', () => {
   const imports = WebAssembly.Module.imports(module);
   assert.deepEqual(imports.filter((i) => !['amphi_host', 'amphi_gpu'].includes(i.module)), []);
+  assert.deepEqual(
+    imports.filter((i) => i.module === 'amphi_host').map((i) => i.name).sort(),
+    ['interrupted', 'log', 'random_fill'],
+  );
   assert.deepEqual(
     imports.filter((i) => i.module === 'amphi_gpu').map((i) => i.name).sort(),
     Object.keys(noGpu).sort(),
@@ -175,4 +181,16 @@ test('typed errors carry their code; a trap is survived by a fresh instance', as
   const fresh = await Amphi.create();
   const again = fresh.loadModel(join(fixtures, 'models/tiny-bert'));
   assert.equal(fresh.run(again, 'feature-extraction', { inputs: ['ok'] }).length, 1);
+});
+
+test('a host that says stop gets `interrupted`, and the instance serves the next call unchanged', async () => {
+  const amphi = await Amphi.create();
+  const model = amphi.loadModel(join(fixtures, 'models/tiny-bert'));
+  const request = { inputs: ['a sentence long enough for several ops'] };
+  const before = amphi.run(model, 'feature-extraction', request);
+  amphi.stop = true;
+  assert.throws(() => amphi.run(model, 'feature-extraction', request), { code: 'interrupted' });
+  assert.throws(() => amphi.loadModel(join(fixtures, 'models/tiny-bert')), { code: 'interrupted' });
+  amphi.stop = false;
+  assert.deepEqual(amphi.run(model, 'feature-extraction', request), before);
 });

@@ -181,11 +181,12 @@ pub(crate) fn bench() -> Result<()> {
             "--step".into(),
         ]
     };
-    // Each times its own runs; with deadlines, amphi.wasm's profile is sampled on their ticks.
+    // Each times its own runs; with preemptive deadlines, amphi.wasm's profile is sampled on
+    // their epoch ticks.
     let runners = serde_json::json!([
         {"cmd": amphi_step(&["--runtime", "native", "--profile", "--out", &path("amphi-native.json")]), "env": {"RAYON_NUM_THREADS": "1"}},
-        {"cmd": amphi_step(&["--runtime", "wasm", "--profile", "--out", &path("amphi-wasm.json")])},
-        {"cmd": amphi_step(&["--runtime", "wasm", "--no-deadline", "--out", &path("amphi-wasm-no-deadline.json")])},
+        {"cmd": amphi_step(&["--runtime", "wasm", "--out", &path("amphi-wasm.json")])},
+        {"cmd": amphi_step(&["--runtime", "wasm", "--preemptive", "--profile", "--out", &path("amphi-wasm-preemptive.json")])},
         {"cmd": ort_step("1", "ort-1.json")},
         {"cmd": ort_step("0", "ort-all.json")},
     ]);
@@ -282,7 +283,7 @@ pub(crate) fn bench_vision() -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let amphi = root().join("target/release/amphi");
     let mut files = Vec::new();
-    step("amphi native (1 thread), amphi.wasm under wasmtime (with and without deadlines)");
+    step("amphi native (1 thread), amphi.wasm under wasmtime (deadlines between ops, preemptive)");
     for (file, extra) in [
         (
             "vision-native.json",
@@ -290,8 +291,8 @@ pub(crate) fn bench_vision() -> Result<()> {
         ),
         ("vision-wasm.json", &["--runtime", "wasm"][..]),
         (
-            "vision-wasm-no-deadline.json",
-            &["--runtime", "wasm", "--no-deadline"][..],
+            "vision-wasm-preemptive.json",
+            &["--runtime", "wasm", "--preemptive"][..],
         ),
     ] {
         let path = out.join(file);

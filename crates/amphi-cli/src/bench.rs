@@ -50,16 +50,18 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Also print where the time of each shape's timed runs goes, op by op: timed natively;
-    /// sampled in amphi.wasm (its call stack at every 5 ms deadline tick, so not with
-    /// `--no-deadline`).
+    /// sampled in amphi.wasm (its call stack at every 5 ms epoch tick, so only with
+    /// `--preemptive`).
     #[arg(long)]
     profile: bool,
     /// Skip the kernel microbenchmarks (peak and matrix multiply GFLOP/s).
     #[arg(long)]
     no_kernels: bool,
-    /// Wasm runtime: compile without interruption checks (`amphi serve --deadline-ms 0`).
+    /// Wasm runtime: preemptive deadlines (`amphi serve --preemptive-deadlines`), i.e. epoch
+    /// interruption checks in every loop of the compiled code, instead of the default checks
+    /// between ops.
     #[arg(long)]
-    no_deadline: bool,
+    preemptive: bool,
     /// Let a harness pace the runs, so that several runtimes can be timed in alternating rounds:
     /// once loaded, say `ok` on stdout, then read commands from stdin, one per line — `warm I`
     /// (first run of shape I, kept, then the warm-up), `run I` (one timed run), `done I` (shape
@@ -79,7 +81,7 @@ type Classify<'a> = Box<dyn FnMut(&[u8]) -> Result<Value> + 'a>;
 fn classifier(
     dir: &str,
     runtime: RuntimeArg,
-    interrupt: bool,
+    preemptive: bool,
 ) -> Result<Classify<'static>, Failure> {
     let request = serde_json::to_vec(&json!({"inputs": {"blob": 0}, "parameters": {"top_k": 5}}))
         .map_err(anyhow::Error::from)?;
@@ -97,7 +99,7 @@ fn classifier(
             }
         }));
     }
-    let (mut guest, model) = wasm_guest(dir, interrupt)?;
+    let (mut guest, model) = wasm_guest(dir, preemptive)?;
     Ok(Box::new(move |bytes| {
         let (json, _) = guest
             .run_with(model, "image-classification", &request, &[bytes])
@@ -109,14 +111,14 @@ fn classifier(
 fn bench_image(args: &BenchArgs, dir: &str, image: &std::path::Path) -> Result<(), Failure> {
     let bytes = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
     let (name, mut classify) = match args.runtime {
-        RuntimeArg::Native => ("amphi native", classifier(dir, args.runtime, true)?),
-        RuntimeArg::Wasm if args.no_deadline => (
-            "amphi.wasm (wasmtime, no deadline)",
-            classifier(dir, args.runtime, false)?,
+        RuntimeArg::Native => ("amphi native", classifier(dir, args.runtime, false)?),
+        RuntimeArg::Wasm if args.preemptive => (
+            "amphi.wasm (wasmtime, preemptive deadlines)",
+            classifier(dir, args.runtime, true)?,
         ),
         RuntimeArg::Wasm => (
             "amphi.wasm (wasmtime)",
-            classifier(dir, args.runtime, true)?,
+            classifier(dir, args.runtime, false)?,
         ),
     };
     let top5 = classify(&bytes)?;
@@ -300,14 +302,14 @@ impl Probes for WasmProbes {
 
 /// The kernel microbenchmarks: the peak of the matrix multiply's arithmetic and the multiply on
 /// MiniLM's shapes, in the same engine as the model.
-fn kernels(runtime: RuntimeArg, interrupt: bool) -> Result<Value, Failure> {
+fn kernels(runtime: RuntimeArg, preemptive: bool) -> Result<Value, Failure> {
     let (name, mut probes): (String, Box<dyn Probes>) = match runtime {
         RuntimeArg::Native => (
             amphi_core::probe::kernel().to_owned(),
             Box::new(NativeProbes),
         ),
         RuntimeArg::Wasm => {
-            let guest = wasm_runtime(interrupt)?
+            let guest = wasm_runtime(preemptive)?
                 .instantiate()
                 .map_err(host_failure)?;
             (
@@ -390,10 +392,13 @@ fn native(dir: &str) -> Result<Embed<'static>> {
     }))
 }
 
-fn wasm_runtime(interrupt: bool) -> Result<amphi_serve::Runtime, Failure> {
+fn wasm_runtime(preemptive: bool) -> Result<amphi_serve::Runtime, Failure> {
     let artifact = amphi_serve::Artifact::read(&default_artifact()).map_err(host_failure)?;
     let limits = amphi_serve::GuestLimits {
-        interrupt,
+        deadlines: match preemptive {
+            true => amphi_serve::Deadlines::Preemptive,
+            false => amphi_serve::Deadlines::BetweenOps,
+        },
         ..amphi_serve::GuestLimits::default()
     };
     amphi_serve::Runtime::new(artifact, Some(&crate::cache_dir().join("wasm")), limits)
@@ -401,8 +406,8 @@ fn wasm_runtime(interrupt: bool) -> Result<amphi_serve::Runtime, Failure> {
 }
 
 /// An instance of amphi.wasm with the model folder loaded on its CPU.
-fn wasm_guest(dir: &str, interrupt: bool) -> Result<(amphi_serve::Guest, i32), Failure> {
-    let runtime = wasm_runtime(interrupt)?;
+fn wasm_guest(dir: &str, preemptive: bool) -> Result<(amphi_serve::Guest, i32), Failure> {
+    let runtime = wasm_runtime(preemptive)?;
     let spec = amphi_serve::load_model_dir("model", dir.as_ref(), json!({"device": "cpu"}))
         .map_err(host_failure)?;
     let mut guest = runtime.instantiate().map_err(host_failure)?;
@@ -413,9 +418,9 @@ fn wasm_guest(dir: &str, interrupt: bool) -> Result<(amphi_serve::Guest, i32), F
 }
 
 /// amphi.wasm under wasmtime, and its sampled profile (stack samples at each epoch tick, charged
-/// to the backend op on the stack; needs deadlines on, whose ticks it samples on).
-fn wasm(dir: &str, interrupt: bool) -> Result<(Embed<'static>, Profile<'static>), Failure> {
-    let (guest, model) = wasm_guest(dir, interrupt)?;
+/// to the backend op on the stack; needs preemptive deadlines, whose ticks it samples on).
+fn wasm(dir: &str, preemptive: bool) -> Result<(Embed<'static>, Profile<'static>), Failure> {
+    let (guest, model) = wasm_guest(dir, preemptive)?;
     let guest = std::rc::Rc::new(std::cell::RefCell::new(guest));
     let runner = guest.clone();
     let embed: Embed<'static> = Box::new(move |texts, seq| {
@@ -539,22 +544,23 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
         write_inputs(&dir, &shapes, path)?;
         return Ok(());
     }
-    if args.profile && args.no_deadline {
+    if args.profile && args.runtime == RuntimeArg::Wasm && !args.preemptive {
         return Err(anyhow::anyhow!(
-            "--profile samples amphi.wasm on its deadline ticks: it cannot go with --no-deadline"
+            "--profile samples amphi.wasm on epoch ticks: in wasm it needs --preemptive"
         )
         .into());
     }
     let (name, (mut embed, mut profile)) = match args.runtime {
         RuntimeArg::Native => ("amphi native", (native(&dir)?, native_profile())),
-        RuntimeArg::Wasm if args.no_deadline => {
-            ("amphi.wasm (wasmtime, no deadline)", wasm(&dir, false)?)
-        }
-        RuntimeArg::Wasm => ("amphi.wasm (wasmtime)", wasm(&dir, true)?),
+        RuntimeArg::Wasm if args.preemptive => (
+            "amphi.wasm (wasmtime, preemptive deadlines)",
+            wasm(&dir, true)?,
+        ),
+        RuntimeArg::Wasm => ("amphi.wasm (wasmtime)", wasm(&dir, false)?),
     };
     let kernels = match args.no_kernels {
         true => Value::Null,
-        false => kernels(args.runtime, !args.no_deadline)?,
+        false => kernels(args.runtime, args.preemptive)?,
     };
     let mut runs: Vec<ShapeRuns> = shapes.iter().map(|&s| ShapeRuns::new(s)).collect();
     let mut rows = Vec::new();

@@ -561,11 +561,15 @@ struct ServeArgs {
     /// Truncate every input to at most this many tokens (default: the model's maximum).
     #[arg(long)]
     max_tokens: Option<usize>,
-    /// Per-request deadline inside wasm, in milliseconds (504 beyond). 0: no deadline, and no
-    /// interruption checks in the compiled code, which makes the CPU path about 1.5× faster; a
-    /// runaway request then holds its instance until it ends.
+    /// Per-request deadline inside wasm, in milliseconds (504 beyond; 0: none). The engine asks
+    /// the host between ops, so a request overruns it by at most one op, and the instance keeps
+    /// serving.
     #[arg(long, default_value_t = 30_000)]
     deadline_ms: u64,
+    /// Also stop compiled code anywhere at the deadline (wasmtime epoch interruption; the
+    /// instance is then replaced). Its checks in every loop make the CPU path about half as fast.
+    #[arg(long)]
+    preemptive_deadlines: bool,
     /// Longest wait for a free instance, in milliseconds (503 beyond; default: the deadline).
     #[arg(long)]
     queue_timeout_ms: Option<u64>,
@@ -629,10 +633,14 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
             ),
         });
     }
-    let interrupt = args.deadline_ms > 0;
-    let deadline = match interrupt {
-        true => std::time::Duration::from_millis(args.deadline_ms),
-        false => amphi_serve::GuestLimits::default().deadline,
+    let deadlines = match (args.deadline_ms, args.preemptive_deadlines) {
+        (0, _) => amphi_serve::Deadlines::Off,
+        (_, false) => amphi_serve::Deadlines::BetweenOps,
+        (_, true) => amphi_serve::Deadlines::Preemptive,
+    };
+    let deadline = match deadlines {
+        amphi_serve::Deadlines::Off => amphi_serve::GuestLimits::default().deadline,
+        _ => std::time::Duration::from_millis(args.deadline_ms),
     };
     let config = amphi_serve::ServeConfig {
         addr: args.addr,
@@ -648,7 +656,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         guest: amphi_serve::GuestLimits {
             memory_bytes: args.memory_mib << 20,
             deadline,
-            interrupt,
+            deadlines,
             ..amphi_serve::GuestLimits::default()
         },
         http: amphi_serve::HttpLimits {

@@ -306,7 +306,7 @@ fn models_by_hub_id_are_downloaded_into_the_cache() -> Result<()> {
 }
 
 /// `amphi bench`: the inputs are exactly `seq` tokens, and the embeddings it times agree between
-/// the native engine and amphi.wasm, with and without deadlines (cosine ≥ 0.9999, the harness's
+/// the native engine and amphi.wasm, with either kind of deadline (cosine ≥ 0.9999, the harness's
 /// own check), and with a plain `amphi run` of the same texts (abs 1e-5). Every runtime also
 /// reports its kernel microbenchmarks, and `--profile` puts time in the matrix multiply, natively
 /// (timed) and in amphi.wasm (sampled).
@@ -342,9 +342,9 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
         serde_json::from_slice(&std::fs::read(dir.join("inputs.json"))?)?;
     let mut results = Vec::new();
     for (i, (runtime, extra)) in [
-        ("native", "--profile"),
-        ("wasm", "--profile"),
-        ("wasm", "--no-deadline"),
+        ("native", &["--profile"][..]),
+        ("wasm", &["--preemptive", "--profile"][..]),
+        ("wasm", &[][..]),
     ]
     .into_iter()
     .enumerate()
@@ -363,7 +363,7 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
                 ],
                 &shapes[..],
                 &quick[..],
-                &[extra],
+                extra,
             ]
             .concat(),
             None,
@@ -381,7 +381,7 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
                 "{runtime} {extra:?}: {key} in {kernels}"
             );
         }
-        if extra == "--profile" {
+        if extra.contains(&"--profile") {
             // Natively each op's time; in amphi.wasm stack samples every 5 ms (a dozen or so
             // here), most of them in the matrix multiply.
             let matmul: Vec<&serde_json::Value> = result["results"]

@@ -44,7 +44,9 @@ fn www_dir() -> Result<PathBuf> {
 fn start() -> Result<Server> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_amphi"));
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--debug-endpoints"])
-        .args(["--deadline-ms", "5000", "--queue-timeout-ms", "2000"])
+        // Preemptive: `/debug/spin` never reaches a check between ops.
+        .args(["--deadline-ms", "5000", "--preemptive-deadlines"])
+        .args(["--queue-timeout-ms", "2000"])
         .args([
             "--instances",
             "2",

@@ -76,6 +76,11 @@ pub enum Error {
     /// A compute backend failed. This is a fault of the engine or the device, not of the input.
     #[error("backend error: {message}")]
     Backend { message: String },
+
+    /// The host stopped the call between two ops ([`crate::set_interrupt_check`]), for example
+    /// because its deadline passed. Nothing is left half done: the model can serve the next call.
+    #[error("interrupted by the host")]
+    Interrupted,
 }
 
 impl Error {
@@ -97,13 +102,14 @@ impl Error {
             Error::UnsupportedTask { .. } => "unsupported_task",
             Error::DeviceUnavailable { .. } => "device_unavailable",
             Error::Backend { .. } => "backend_error",
+            Error::Interrupted => "interrupted",
         }
     }
 
     /// Whether the error is caused by what the caller sent (model files or request), as opposed
     /// to a fault of the engine. Hosts map this to 4xx vs 5xx.
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, Error::Backend { .. })
+        !matches!(self, Error::Backend { .. } | Error::Interrupted)
     }
 
     pub(crate) fn invalid_input(message: impl Into<String>) -> Self {

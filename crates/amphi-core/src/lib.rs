@@ -31,6 +31,7 @@ mod backend;
 mod error;
 mod files;
 pub mod image;
+mod interrupt;
 mod loaded;
 mod model;
 mod models;
@@ -47,6 +48,7 @@ mod weights;
 pub use amphi_gpu as gpu;
 pub use error::{Error, Result};
 pub use files::ModelFiles;
+pub use interrupt::set_interrupt_check;
 pub use loaded::{Model, ModelInfo};
 pub use model::{
     Device, EmbeddingDefaults, LoadOptions, Pooling, Precision, RawOutput, RawTensor, TextModel,

@@ -540,6 +540,7 @@ fn run_forward<B: Backend>(
     batch: &TokenizedBatch,
     what: Forward,
 ) -> Result<Fetched> {
+    crate::interrupt::check()?;
     let enc: Encoded<B> = model.encode(be, &batch.input)?;
     let out = match what {
         Forward::Hidden { reduce, normalize } => {

@@ -36,6 +36,7 @@ impl<'a> Weights<'a> {
 
     /// Reads a tensor as f32 data, checking its shape.
     pub fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        crate::interrupt::check()?;
         let full = name.to_owned();
         let view = self
             .tensors

@@ -36,9 +36,10 @@ pub enum GuestError {
     /// The engine returned a typed error (bad input, bad model files, ...).
     #[error("{message}")]
     Engine { code: String, message: String },
-    /// The call ran past its deadline and was interrupted.
+    /// The call ran past its deadline and was stopped: between two ops by the engine, or
+    /// anywhere by epoch interruption (`trapped`, after which the instance must be replaced).
     #[error("the request ran past its deadline and was interrupted")]
-    Deadline,
+    Deadline { trapped: bool },
     /// The guest trapped (a panic, out of memory): a fault of the engine.
     #[error("the engine failed: {message}")]
     Trap { message: String },
@@ -47,14 +48,17 @@ pub enum GuestError {
 impl GuestError {
     /// Whether the instance is unusable afterwards and must be replaced.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, GuestError::Engine { .. })
+        !matches!(
+            self,
+            GuestError::Engine { .. } | GuestError::Deadline { trapped: false }
+        )
     }
 
     /// The stable error code.
     pub fn code(&self) -> &str {
         match self {
             GuestError::Engine { code, .. } => code,
-            GuestError::Deadline => "deadline_exceeded",
+            GuestError::Deadline { .. } => "deadline_exceeded",
             GuestError::Trap { .. } => "internal_error",
         }
     }

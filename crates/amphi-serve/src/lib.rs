@@ -20,8 +20,9 @@
 //! ```
 //!
 //! Each instance serves one request at a time; a [`pool::Pool`] keeps several warm. Deadlines
-//! are enforced inside wasm with epoch interruption; memory per instance with store limits. A
-//! guest that traps is discarded and rebuilt; the server stays up.
+//! are enforced inside wasm: the engine asks the host between ops ([`Deadlines`]), or epoch
+//! interruption stops compiled code anywhere; memory per instance with store limits. A guest
+//! that traps is discarded and rebuilt; the server stays up.
 
 mod error;
 mod gpu_imports;
@@ -39,7 +40,7 @@ use std::sync::Arc;
 pub use error::{Error, GuestError};
 pub use http::HttpLimits;
 pub use metrics::Metrics;
-pub use runtime::{ABI_VERSION, Artifact, Guest, GuestLimits, ModuleTiming, Runtime};
+pub use runtime::{ABI_VERSION, Artifact, Deadlines, Guest, GuestLimits, ModuleTiming, Runtime};
 
 use pool::{ModelSpec, Pool};
 

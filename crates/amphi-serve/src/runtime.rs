@@ -18,7 +18,7 @@ use crate::error::{Error, GuestError};
 use crate::gpu_imports::{self, GpuState};
 
 /// The ABI version this host speaks (`amphi_abi_version`).
-pub const ABI_VERSION: i32 = 3;
+pub const ABI_VERSION: i32 = 4;
 
 /// How often the epoch advances: the granularity of deadlines.
 const TICK: Duration = Duration::from_millis(5);
@@ -61,11 +61,8 @@ pub struct GuestLimits {
     pub deadline: Duration,
     /// Wall-clock budget of loading one model.
     pub load_deadline: Duration,
-    /// Whether the deadlines can interrupt a running guest. They do through wasmtime's epoch
-    /// interruption, whose checks in every loop of the compiled code cost the CPU kernels about
-    /// a third of their speed (wasmtime issue 7244). Off, the deadlines are not enforced: a
-    /// request that runs away holds its instance until it ends.
-    pub interrupt: bool,
+    /// How the deadlines are enforced.
+    pub deadlines: Deadlines,
 }
 
 impl Default for GuestLimits {
@@ -74,8 +71,32 @@ impl Default for GuestLimits {
             memory_bytes: 2 << 30,
             deadline: Duration::from_secs(30),
             load_deadline: Duration::from_secs(300),
-            interrupt: true,
+            deadlines: Deadlines::BetweenOps,
         }
+    }
+}
+
+/// How a guest is stopped at its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadlines {
+    /// Not at all: a request that runs long holds its instance until it ends.
+    Off,
+    /// The engine asks the host (`amphi_host.interrupted`) before every op, before each forward
+    /// pass and per weight while loading, and returns `deadline_exceeded` through its ordinary
+    /// error path: the instance keeps serving. A request overruns by at most one op (about a
+    /// second at the largest request the HTTP limits allow). Costs nothing measurable.
+    BetweenOps,
+    /// As [`Deadlines::BetweenOps`], and wasmtime's epoch interruption also stops compiled code
+    /// anywhere, every 5 ms tick (a guest that never reaches a check, such as
+    /// `amphi_debug_spin`), after which the instance is replaced. Its check in every loop costs
+    /// the SIMD128 kernels half their speed under Cranelift: the accumulators are kept in stack
+    /// slots across the out-of-line call at each loop header. Needed for sampling profiles.
+    Preemptive,
+}
+
+impl Deadlines {
+    fn preempt(self) -> bool {
+        self == Deadlines::Preemptive
     }
 }
 
@@ -96,6 +117,8 @@ pub(crate) struct HostState {
     pub(crate) gpu: GpuState,
     /// Stack samples per op while profiling ([`Guest::start_profile`]).
     profile: Option<crate::profile::Samples>,
+    /// When the current call is to stop (`amphi_host.interrupted`).
+    deadline: Option<Instant>,
 }
 
 /// Advances the engine's epoch every [`TICK`] so that deadlines can interrupt guests.
@@ -194,6 +217,15 @@ fn linker(engine: &Engine) -> Result<Linker<HostState>, Error> {
             },
         )
         .map_err(wasm_err)?;
+    linker
+        .func_wrap(
+            "amphi_host",
+            "interrupted",
+            |caller: Caller<'_, HostState>| -> i32 {
+                i32::from(caller.data().deadline.is_some_and(|d| Instant::now() >= d))
+            },
+        )
+        .map_err(wasm_err)?;
     gpu_imports::add(&mut linker)?;
     Ok(linker)
 }
@@ -213,7 +245,7 @@ impl Runtime {
         limits: GuestLimits,
     ) -> Result<Self, Error> {
         let mut config = Config::new();
-        config.epoch_interruption(limits.interrupt);
+        config.epoch_interruption(limits.deadlines.preempt());
         let engine = Engine::new(&config).map_err(wasm_err)?;
 
         let started = Instant::now();
@@ -253,7 +285,7 @@ impl Runtime {
                 message: format!("imports do not match the amphi_host/amphi_gpu interface: {e:#}"),
             })?;
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = match limits.interrupt {
+        let thread = match limits.deadlines.preempt() {
             false => None,
             true => {
                 let (engine, stop) = (engine.clone(), stop.clone());
@@ -326,10 +358,11 @@ impl Runtime {
             last_error: None,
             gpu: GpuState::new(self.gpu.clone()),
             profile: None,
+            deadline: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        if self.limits.interrupt {
+        if self.limits.deadlines.preempt() {
             store.epoch_deadline_trap();
             store.set_epoch_deadline(ticks(self.limits.load_deadline));
         }
@@ -437,7 +470,7 @@ impl std::fmt::Debug for Guest {
 impl Guest {
     fn trap(&mut self, e: wasmtime::Error) -> GuestError {
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            return GuestError::Deadline;
+            return GuestError::Deadline { trapped: true };
         }
         let message = self
             .store
@@ -458,10 +491,15 @@ impl Guest {
     }
 
     /// Starts an operation: its calls together get `budget` of wall-clock time (while profiling,
-    /// the next tick takes a sample instead).
+    /// none: the next tick takes a sample instead).
     fn begin(&mut self, budget: Duration) {
-        if self.limits.interrupt {
-            let profiling = self.store.data().profile.is_some();
+        let profiling = self.store.data().profile.is_some();
+        self.store.data_mut().deadline = match self.limits.deadlines {
+            Deadlines::Off => None,
+            _ if profiling => None,
+            _ => Some(Instant::now() + budget),
+        };
+        if self.limits.deadlines.preempt() {
             self.store
                 .set_epoch_deadline(if profiling { 1 } else { ticks(budget) });
         }
@@ -469,12 +507,12 @@ impl Guest {
 
     /// Starts a sampling profile: at every epoch tick (5 ms) the guest's call stack is charged to
     /// the backend op on it (`matmul`, `attention`, `tokenize`, …; `other` for the rest), until
-    /// [`Guest::finish_profile`]. Deadlines are not enforced meanwhile. Needs the runtime's
-    /// interruption ([`GuestLimits::interrupt`]): without it there are no ticks to sample on.
+    /// [`Guest::finish_profile`]. Deadlines are not enforced meanwhile. Needs
+    /// [`Deadlines::Preemptive`]: without epoch interruption there are no ticks to sample on.
     pub fn start_profile(&mut self) -> Result<(), Error> {
-        if !self.limits.interrupt {
+        if !self.limits.deadlines.preempt() {
             return Err(Error::Wasmtime(
-                "profiling samples on epoch ticks: it needs deadlines (interrupt) on".into(),
+                "profiling samples on epoch ticks: it needs preemptive deadlines".into(),
             ));
         }
         self.store.data_mut().profile = Some(Default::default());
@@ -491,7 +529,7 @@ impl Guest {
     /// Ends the profile: samples per op, most first; deadlines trap again.
     pub fn finish_profile(&mut self) -> Vec<(&'static str, u64)> {
         let samples = self.store.data_mut().profile.take().unwrap_or_default();
-        if self.limits.interrupt {
+        if self.limits.deadlines.preempt() {
             self.store.epoch_deadline_trap();
         }
         let mut out: Vec<_> = samples.into_iter().collect();
@@ -546,6 +584,10 @@ impl Guest {
         let f: Failure = serde_json::from_slice(&body).map_err(|e| GuestError::Trap {
             message: format!("unreadable error from the guest: {e}"),
         })?;
+        if f.code == "interrupted" {
+            // Only this host's `interrupted` stops a call: its deadline passed.
+            return Err(GuestError::Deadline { trapped: false });
+        }
         Err(GuestError::Engine {
             code: f.code,
             message: f.message,
@@ -681,7 +723,8 @@ impl Guest {
         }
     }
 
-    /// Makes the guest spin until the deadline interrupts it (test hook).
+    /// Makes the guest spin until the deadline interrupts it (test hook; only
+    /// [`Deadlines::Preemptive`] stops it).
     pub fn debug_spin(&mut self) -> GuestError {
         self.begin(self.limits.deadline);
         match self.call(|g| &g.debug_spin, ()) {

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use amphi_core::Task;
-use amphi_serve::{Artifact, Guest, GuestError, GuestLimits, Runtime, load_model_dir};
+use amphi_serve::{Artifact, Deadlines, Guest, GuestError, GuestLimits, Runtime, load_model_dir};
 use amphi_tests::hosts::Host;
 use amphi_tests::{artifact_path, checks, efficientnet_dir, fixture_model, minilm_dir};
 use anyhow::{Context, Result, ensure};
@@ -123,6 +123,7 @@ fn imports_only_amphi_host_and_amphi_gpu() -> Result<()> {
                 "amphi_gpu.last_error",
                 "amphi_gpu.read_buffer",
                 "amphi_gpu.write_buffer",
+                "amphi_host.interrupted",
                 "amphi_host.log",
                 "amphi_host.random_fill",
             ],
@@ -224,18 +225,23 @@ fn a_panic_is_an_error_and_a_fresh_instance_works() -> Result<()> {
     Ok(())
 }
 
-/// Also for a guest whose runtime is gone: the epoch must keep ticking while a guest lives.
+/// Preemptive deadlines stop a guest that never reaches a check between ops. Also for a guest
+/// whose runtime is gone: the epoch must keep ticking while a guest lives.
 #[test]
-fn the_deadline_interrupts_a_runaway_guest() -> Result<()> {
+fn a_preemptive_deadline_interrupts_a_runaway_guest() -> Result<()> {
     let rt = runtime(GuestLimits {
         deadline: Duration::from_millis(200),
+        deadlines: Deadlines::Preemptive,
         ..GuestLimits::default()
     })?;
     let mut guest = rt.instantiate()?;
     drop(rt);
     let started = Instant::now();
     let err = guest.debug_spin();
-    ensure!(matches!(err, GuestError::Deadline), "{err:?}");
+    ensure!(
+        matches!(err, GuestError::Deadline { trapped: true }) && err.is_fatal(),
+        "{err:?}"
+    );
     ensure!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -280,13 +286,51 @@ fn precompiled_module_is_cached_and_reused() -> Result<()> {
     Ok(())
 }
 
-/// Without deadlines (`amphi serve --deadline-ms 0`) the module is compiled without interruption
-/// checks; the goldens still hold and the kernel probes run.
+/// The default deadlines (checked between ops) stop a long request soon after its deadline,
+/// through the engine's error path: the instance and its model then serve the next request.
 #[test]
-fn goldens_without_deadlines() -> Result<()> {
+fn a_request_past_its_deadline_stops_between_ops_and_the_instance_keeps_serving() -> Result<()> {
+    let deadline = Duration::from_millis(100);
+    let rt = runtime(GuestLimits {
+        deadline,
+        ..GuestLimits::default()
+    })?;
+    ensure!(rt.limits().deadlines == Deadlines::BetweenOps);
+    let mut guest = rt.instantiate()?;
+    let spec = load_model_dir("m", &minilm_dir(), serde_json::json!({}))?;
+    let model = guest.load_model(&spec.files, &spec.options)?;
+    let small = br#"{"inputs": "a short sentence"}"#;
+    let (want, _) = guest.run(model, "feature-extraction", small)?;
+
+    // 32 inputs of about 128 tokens: seconds of work under wasmtime.
+    let long = "the quick brown fox jumps over the lazy dog and runs away ".repeat(11);
+    let big = serde_json::to_vec(&serde_json::json!({ "inputs": vec![long; 32] }))?;
+    let started = Instant::now();
+    let err = guest
+        .run(model, "feature-extraction", &big)
+        .expect_err("past its deadline");
+    let took = started.elapsed();
+    ensure!(
+        matches!(err, GuestError::Deadline { trapped: false }) && !err.is_fatal(),
+        "{err:?}"
+    );
+    ensure!(err.code() == "deadline_exceeded");
+    // At most one op past the deadline (the largest here is a 4096×1536×384 multiply).
+    ensure!(took < deadline + Duration::from_secs(2), "took {took:?}");
+    eprintln!("stopped after {took:?} (deadline {deadline:?})");
+
+    let (again, _) = guest.run(model, "feature-extraction", small)?;
+    ensure!(again == want, "the same request gives the same embedding");
+    Ok(())
+}
+
+/// With preemptive deadlines the module is compiled with epoch interruption checks in every
+/// loop; the goldens still hold and the kernel probes run.
+#[test]
+fn goldens_with_preemptive_deadlines() -> Result<()> {
     let host = Wasm {
         runtime: runtime(GuestLimits {
-            interrupt: false,
+            deadlines: Deadlines::Preemptive,
             ..GuestLimits::default()
         })?,
         device: "cpu",

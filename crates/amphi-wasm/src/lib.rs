@@ -32,8 +32,8 @@ use serde::Deserialize;
 
 /// Version of the ABI below. Hosts check it before anything else. Version 2 added the
 /// `amphi_gpu` imports ([`gpu`]) and `amphi_resume`; version 3 image models and request
-/// attachments ([`amphi_attach`]).
-pub const ABI_VERSION: i32 = 3;
+/// attachments ([`amphi_attach`]); version 4 the `amphi_host.interrupted` import ([`host`]).
+pub const ABI_VERSION: i32 = 4;
 
 /// Status returned by fallible calls: success.
 pub const STATUS_OK: i32 = 0;
@@ -121,7 +121,7 @@ unsafe fn take_str(ptr: *mut u8, len: usize) -> Result<String, Error> {
 /// The ABI version ([`ABI_VERSION`]).
 #[unsafe(no_mangle)]
 pub extern "C" fn amphi_abi_version() -> i32 {
-    host::install_panic_hook();
+    host::install_hooks();
     ABI_VERSION
 }
 
@@ -147,7 +147,7 @@ pub unsafe extern "C" fn amphi_free(ptr: *mut u8, len: usize) {
 /// Starts an empty set of model files. Returns its handle (≥ 1).
 #[unsafe(no_mangle)]
 pub extern "C" fn amphi_files_new() -> i32 {
-    host::install_panic_hook();
+    host::install_hooks();
     STATE.with(|s| insert(&mut s.borrow_mut().files, ModelFiles::new()))
 }
 
@@ -392,7 +392,7 @@ pub extern "C" fn amphi_result_len() -> usize {
 /// Test hook: panics inside the module, so hosts can prove a guest panic does not take them down.
 #[unsafe(no_mangle)]
 pub extern "C" fn amphi_debug_panic() {
-    host::install_panic_hook();
+    host::install_hooks();
     panic!("amphi_debug_panic called");
 }
 

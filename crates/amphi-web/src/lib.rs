@@ -4,7 +4,7 @@
 //! puts it in the npm package beside `amphi.wasm`). It instantiates the **unchanged** artifact —
 //! the bytes the serverless host runs — with `WebAssembly.instantiate`, implements the artifact's
 //! host interface (`amphi_host.random_fill` on `crypto.getRandomValues`, `amphi_host.log` on a
-//! callback or the console), and bridges calls: model files in, JSON requests in, JSON results
+//! callback or the console, `amphi_host.interrupted` always 0: no deadlines here), and bridges calls: model files in, JSON requests in, JSON results
 //! out. Pipelines, tokenization and numerics all live in the engine; this crate only converts
 //! types. Errors cross as JS `Error` objects with a stable `code` (the engine's codes, plus
 //! `engine_crashed`, `disposed` and `abi_mismatch` from this host).
@@ -34,7 +34,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 /// The ABI version this host speaks.
-const ABI_VERSION: i32 = 3;
+const ABI_VERSION: i32 = 4;
 
 #[wasm_bindgen]
 extern "C" {
@@ -118,6 +118,7 @@ fn decode(bytes: &Uint8Array) -> String {
 
 type RandomFill = Closure<dyn Fn(i32, i32) -> i32>;
 type Log = Closure<dyn Fn(i32, i32, i32)>;
+type Interrupted = Closure<dyn Fn() -> i32>;
 
 /// One instance of the artifact, shared by the models loaded into it.
 struct Guest {
@@ -129,7 +130,7 @@ struct Guest {
     last_error: Rc<RefCell<Option<String>>>,
     /// The instance's GPU, if the engine was created with one.
     gpu: Option<Rc<WebGpu>>,
-    _imports: (RandomFill, Log, GpuImports),
+    _imports: (RandomFill, Log, Interrupted, GpuImports),
 }
 
 /// Whichever `amphi_gpu` imports the instance got.
@@ -273,9 +274,14 @@ impl Engine {
             }
         });
 
+        // Calls here have no deadline: a call runs to its end (the page or worker decides
+        // whether to wait for it).
+        let interrupted: Interrupted = Closure::new(|| 0);
+
         let host = Object::new();
         Reflect::set(&host, &"random_fill".into(), random_fill.as_ref())?;
         Reflect::set(&host, &"log".into(), log_line.as_ref())?;
+        Reflect::set(&host, &"interrupted".into(), interrupted.as_ref())?;
         let webgpu = match webgpu {
             true => match amphi_gpu::WgpuHost::new_async().await {
                 Ok(host) => Some(WebGpu::new(host, memory.clone())),
@@ -322,7 +328,7 @@ impl Engine {
                 crashed: RefCell::new(None),
                 last_error,
                 gpu: webgpu,
-                _imports: (random_fill, log_line, gpu_imports),
+                _imports: (random_fill, log_line, interrupted, gpu_imports),
             }),
         })
     }

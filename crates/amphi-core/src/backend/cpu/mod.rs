@@ -29,6 +29,7 @@ use candle_core::{CpuStorage, D, DType, Device, Storage, StorageRef, Tensor};
 
 use super::{Activation, Backend, BatchShape, Conv2d, Reduce};
 use crate::error::{Error, Result};
+use crate::interrupt;
 use crate::profile::timed;
 pub(crate) use gemm::Packed;
 use gemm::{Rows, gemm};
@@ -171,6 +172,7 @@ impl Backend for Cpu {
     }
 
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        interrupt::check()?;
         timed("add", || Ok(a.add(b)?))
     }
 
@@ -209,6 +211,7 @@ impl Backend for Cpu {
         // Row by row, in candle's order of the sums before ((word + type) + position); candle's
         // broadcast add of the positions over a batch took 5 % of a 32×128 embedding.
         let mut out = Vec::with_capacity(n * hidden);
+        interrupt::check()?;
         timed("embed", || {
             fn row(table: &[f32], i: usize, hidden: usize) -> &[f32] {
                 &table[i * hidden..][..hidden]
@@ -244,6 +247,7 @@ impl Backend for Cpu {
         let xs = values(&x)?;
         let bias = b.map(values).transpose()?;
         let mut out = vec![0f32; m * n];
+        interrupt::check()?;
         timed("matmul", || {
             let ep = Epilogue {
                 alpha: 1.0,
@@ -285,6 +289,7 @@ impl Backend for Cpu {
         let (xs, gamma, beta) = (values(x)?, values(gamma)?, values(beta)?);
         let residual = residual.map(values).transpose()?;
         let mut out = vec![0f32; rows * cols];
+        interrupt::check()?;
         timed("layer_norm", || {
             for (i, o) in out.chunks_exact_mut(cols).enumerate() {
                 let r = residual.as_deref().map(|r| &r[i * cols..][..cols]);
@@ -328,6 +333,7 @@ impl Backend for Cpu {
         }
         let (qkv, mask) = (values(qkv)?, values(key_mask)?);
         let mut out = vec![0f32; rows * hidden];
+        interrupt::check()?;
         timed("attention", || {
             attention::attention(&qkv, &mask, (batch, seq), heads, &mut out)
         });
@@ -361,6 +367,7 @@ impl Backend for Cpu {
         let (xs, ws, bs) = (values(x)?, values(w)?, values(b)?);
         let out_rows = conv.output().pixels();
         let mut out = vec![0f32; out_rows * c];
+        interrupt::check()?;
         timed("depthwise", || {
             conv::depthwise(&xs, &ws, &bs, conv, act, &mut out)
         });
@@ -374,6 +381,7 @@ impl Backend for Cpu {
         shape: BatchShape,
         how: Reduce,
     ) -> Result<Tensor> {
+        interrupt::check()?;
         timed("pool", || -> Result<Tensor> {
             let hidden = x.dim(1)?;
             let x = x.reshape((shape.batch, shape.seq, hidden))?;

@@ -1,0 +1,71 @@
+//! Stopping a call between two ops. A host that enforces deadlines installs a check; the engine
+//! asks it before every CPU op, before each forward pass and while loading weights, and returns
+//! [`Error::Interrupted`] when it says stop. The call unwinds through ordinary error returns, so
+//! the instance stays usable; preempting compiled code instead (wasmtime's epoch interruption)
+//! puts a check in every loop, which costs the SIMD128 kernels half their speed.
+//!
+//! The longest stretch between two checks is one op: at the serverless host's largest request
+//! (64 inputs of 512 tokens) MiniLM's biggest multiply is about a second.
+
+use crate::error::{Error, Result};
+
+static CHECK: std::sync::OnceLock<fn() -> bool> = std::sync::OnceLock::new();
+
+/// Installs the host's check, once per process: the engine calls `check` between ops and stops
+/// the call with [`Error::Interrupted`] when it returns `true`. Returns `false` (and keeps the
+/// first) if one was installed already.
+pub fn set_interrupt_check(check: fn() -> bool) -> bool {
+    CHECK.set(check).is_ok()
+}
+
+/// `Err(Interrupted)` if the host says stop.
+pub(crate) fn check() -> Result<()> {
+    match CHECK.get() {
+        Some(stop) if stop() => Err(Error::Interrupted),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use crate::test_support::fixtures;
+    use crate::{Error, LoadOptions, ModelFiles, Pipeline, RunOptions, Task};
+
+    thread_local! {
+        /// Per thread, so that the process-wide check stops only this test's calls.
+        static STOP: Cell<bool> = const { Cell::new(false) };
+    }
+
+    fn stop() -> bool {
+        STOP.with(Cell::get)
+    }
+
+    /// A stopped call returns `Interrupted`, loading too; the same model then serves the next
+    /// call, with the same embedding as before (bit for bit: nothing was left half done).
+    #[test]
+    fn a_stopped_call_returns_interrupted_and_the_model_keeps_serving() {
+        super::set_interrupt_check(stop);
+        let files = || ModelFiles::from_dir(fixtures().join("models/tiny-bert")).expect("files");
+        let load = || Pipeline::load(Task::FeatureExtraction, files(), &LoadOptions::default());
+        let texts = ["a sentence long enough for several ops".into()];
+        let options = RunOptions::default();
+
+        STOP.with(|s| s.set(true));
+        assert!(matches!(load(), Err(Error::Interrupted)));
+        STOP.with(|s| s.set(false));
+        let model = load().expect("load");
+        let before = serde_json::to_value(model.run(&texts, &options).expect("run")).expect("json");
+
+        STOP.with(|s| s.set(true));
+        let err = model.run(&texts, &options).expect_err("interrupted");
+        assert!(matches!(err, Error::Interrupted), "{err}");
+        assert_eq!(err.code(), "interrupted");
+        assert!(!err.is_client_error());
+
+        STOP.with(|s| s.set(false));
+        let after = serde_json::to_value(model.run(&texts, &options).expect("run")).expect("json");
+        assert_eq!(before, after);
+    }
+}
