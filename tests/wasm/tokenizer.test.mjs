@@ -33,6 +33,7 @@ async function instantiate() {
       log(level, ptr, len) {
         console.error(`[amphi ${level}]`, new TextDecoder().decode(new Uint8Array(memory.buffer, ptr, len)));
       },
+      interrupted: () => 0,
     },
     // The harness links the artifact's crate, so it carries the GPU imports too (unused here).
     amphi_gpu: Object.fromEntries(
