@@ -4,10 +4,11 @@
 //! puts it in the npm package beside `amphi.wasm`). It instantiates the **unchanged** artifact —
 //! the bytes the serverless host runs — with `WebAssembly.instantiate`, implements the artifact's
 //! host interface (`amphi_host.random_fill` on `crypto.getRandomValues`, `amphi_host.log` on a
-//! callback or the console, `amphi_host.interrupted` always 0: no deadlines here), and bridges calls: model files in, JSON requests in, JSON results
-//! out. Pipelines, tokenization and numerics all live in the engine; this crate only converts
-//! types. Errors cross as JS `Error` objects with a stable `code` (the engine's codes, plus
-//! `engine_crashed`, `disposed` and `abi_mismatch` from this host).
+//! callback or the console, `amphi_host.interrupted` always 0: no deadlines here), and bridges
+//! calls: model files in, JSON requests in, JSON results out. Pipelines, tokenization and
+//! numerics all live in the engine; this crate only converts types. Errors cross as JS `Error`
+//! objects with a stable `code` (the engine's codes, plus `engine_crashed`, `disposed` and
+//! `abi_mismatch` from this host).
 //!
 //! From JavaScript (the npm package's `lib/engine.js` does exactly this):
 //!

@@ -35,6 +35,13 @@ pub(crate) use gemm::Packed;
 use gemm::{Rows, gemm};
 use math::Epilogue;
 
+/// Runs one op, timed while profiling ([`timed`]); first asks the host whether to stop the call
+/// ([`interrupt::check`]), so every CPU op is a point where a deadline can end it.
+fn op<T>(name: &'static str, f: impl FnOnce() -> T) -> Result<T> {
+    interrupt::check()?;
+    Ok(timed(name, f))
+}
+
 /// The CPU backend. Stateless: tensors carry their own storage.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Cpu;
@@ -172,8 +179,7 @@ impl Backend for Cpu {
     }
 
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        interrupt::check()?;
-        timed("add", || Ok(a.add(b)?))
+        Ok(op("add", || a.add(b))??)
     }
 
     fn embed(
@@ -211,8 +217,7 @@ impl Backend for Cpu {
         // Row by row, in candle's order of the sums before ((word + type) + position); candle's
         // broadcast add of the positions over a batch took 5 % of a 32×128 embedding.
         let mut out = Vec::with_capacity(n * hidden);
-        interrupt::check()?;
-        timed("embed", || {
+        op("embed", || {
             fn row(table: &[f32], i: usize, hidden: usize) -> &[f32] {
                 &table[i * hidden..][..hidden]
             }
@@ -224,7 +229,7 @@ impl Backend for Cpu {
                 let p = row(&position, t % shape.seq, hidden);
                 out.extend(w.iter().zip(y).zip(p).map(|((w, y), p)| (w + y) + p));
             }
-        });
+        })?;
         matrix(out, n, hidden)
     }
 
@@ -247,8 +252,7 @@ impl Backend for Cpu {
         let xs = values(&x)?;
         let bias = b.map(values).transpose()?;
         let mut out = vec![0f32; m * n];
-        interrupt::check()?;
-        timed("matmul", || {
+        op("matmul", || {
             let ep = Epilogue {
                 alpha: 1.0,
                 bias: bias.as_deref(),
@@ -265,7 +269,7 @@ impl Backend for Cpu {
                 n,
                 &ep,
             )
-        });
+        })?;
         matrix(out, m, n)
     }
 
@@ -289,13 +293,12 @@ impl Backend for Cpu {
         let (xs, gamma, beta) = (values(x)?, values(gamma)?, values(beta)?);
         let residual = residual.map(values).transpose()?;
         let mut out = vec![0f32; rows * cols];
-        interrupt::check()?;
-        timed("layer_norm", || {
+        op("layer_norm", || {
             for (i, o) in out.chunks_exact_mut(cols).enumerate() {
                 let r = residual.as_deref().map(|r| &r[i * cols..][..cols]);
                 math::layer_norm_row(&xs[i * cols..][..cols], r, &gamma, &beta, eps as f32, o);
             }
-        });
+        })?;
         matrix(out, rows, cols)
     }
 
@@ -333,10 +336,9 @@ impl Backend for Cpu {
         }
         let (qkv, mask) = (values(qkv)?, values(key_mask)?);
         let mut out = vec![0f32; rows * hidden];
-        interrupt::check()?;
-        timed("attention", || {
+        op("attention", || {
             attention::attention(&qkv, &mask, (batch, seq), heads, &mut out)
-        });
+        })?;
         matrix(out, rows, hidden)
     }
 
@@ -367,10 +369,9 @@ impl Backend for Cpu {
         let (xs, ws, bs) = (values(x)?, values(w)?, values(b)?);
         let out_rows = conv.output().pixels();
         let mut out = vec![0f32; out_rows * c];
-        interrupt::check()?;
-        timed("depthwise", || {
+        op("depthwise", || {
             conv::depthwise(&xs, &ws, &bs, conv, act, &mut out)
-        });
+        })?;
         matrix(out, out_rows, c)
     }
 
@@ -381,8 +382,7 @@ impl Backend for Cpu {
         shape: BatchShape,
         how: Reduce,
     ) -> Result<Tensor> {
-        interrupt::check()?;
-        timed("pool", || -> Result<Tensor> {
+        op("pool", || -> Result<Tensor> {
             let hidden = x.dim(1)?;
             let x = x.reshape((shape.batch, shape.seq, hidden))?;
             let pooled = match how {
@@ -395,7 +395,7 @@ impl Backend for Cpu {
                 }
             };
             Ok(pooled)
-        })
+        })?
     }
 
     fn l2_normalize(&self, x: &Tensor) -> Result<Tensor> {
