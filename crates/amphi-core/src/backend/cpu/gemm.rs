@@ -2,9 +2,11 @@
 //!
 //! `B` is packed once (weights: at load) into panels of `NR` columns stored k-major, so the inner
 //! loop of a microkernel reads `B` contiguously and keeps an `MR × NR` tile of `C` in registers.
-//! `A` is read in place through row pointers (row stride `lda`), so attention can multiply slices
-//! of the fused QKV activations without copying them. The microkernels live in one file per
-//! target (`simd128.rs`, `x86.rs`, `portable.rs`); this driver is the same everywhere.
+//! Natively `A` is read in place through row pointers (row stride `lda`), so attention can
+//! multiply slices of the fused QKV activations without copying them; SIMD128's kernel reads it
+//! packed per block, each value already broadcast to a vector ([`ALayout`]). The microkernels
+//! live in one file per target (`simd128.rs`, `x86.rs`, `portable.rs`); this driver is the same
+//! everywhere.
 
 use super::math::Epilogue;
 
@@ -16,11 +18,36 @@ const MAX_NR: usize = 32;
 /// `tile[r*nr + c] = Σ_{p<k} a[r][p] · b[p*nr + c]`.
 ///
 /// # Safety
-/// `a` points to `mr` row pointers, each valid for `k` reads; `b` is valid for `k*nr` reads and
-/// `tile` for `mr*nr` writes.
+/// `a` points to what the kernel's [`ALayout`] says, for `k` steps; `b` is valid for `k*nr`
+/// reads and `tile` for `mr*nr` writes.
 pub(crate) type MicroFn = unsafe fn(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32);
 
-/// A microkernel, its tile shape, and the depth of one pass over `B`.
+/// How a microkernel reads `A`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ALayout {
+    /// In place: `a` points to `mr` row pointers, each valid for `k` reads.
+    #[cfg_attr(
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        allow(dead_code)
+    )]
+    Rows,
+    /// Packed by the driver with every value repeated four times, one `f32x4` per value: `a`
+    /// points to one pointer, to `k` steps of `mr` such vectors (`4·mr·k` values, step-major),
+    /// which `pack` writes from `mr` rows. For SIMD128 under Cranelift: a plain vector load per
+    /// row and step instead of a `load32_splat`, which wasmtime compiles to a scalar load, a
+    /// move and a shuffle (see `simd128.rs`).
+    #[cfg_attr(
+        not(any(test, all(target_arch = "wasm32", target_feature = "simd128"))),
+        allow(dead_code)
+    )]
+    Splat4 { pack: PackFn },
+}
+
+/// Writes `rows` (`mr` rows of `k` values) into `dst` (`4·mr·k` values) as
+/// [`ALayout::Splat4`] lays them out.
+pub(crate) type PackFn = fn(rows: &[&[f32]], dst: &mut [f32]);
+
+/// A microkernel, its tile shape, and the blocking of its driver.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Kernel {
     pub name: &'static str,
@@ -30,6 +57,11 @@ pub(crate) struct Kernel {
     /// while every row of a block runs over it; deeper products take several passes, adding into
     /// `C`.
     pub kc: usize,
+    /// Rows of `A` per block (`MC`): the block's `mc × kc` slice of `A`, as the kernel reads it,
+    /// stays in L2 while the panels of `B` stream past it, so a batch of thousands of rows does
+    /// not re-read all of `A` from memory for every panel. A multiple of `mr`.
+    pub mc: usize,
+    pub a: ALayout,
     pub run: MicroFn,
 }
 
@@ -145,12 +177,7 @@ pub(crate) fn gemm(a: Rows<'_>, b: &Packed, c: &mut [f32], ldc: usize, ep: &Epil
     });
 }
 
-/// Rows of `A` per block: their `MC × kc` slice (192–288 KiB) stays in L2 while the panels stream
-/// past it, so a batch of thousands of rows does not re-read all of `A` from memory for every
-/// panel. A multiple of every kernel's MR.
-const MC: usize = 192;
-
-/// Rows `r0 .. r0 + rows` of `C` (`c` starts at row `r0`), all columns, `MC` rows at a time.
+/// Rows `r0 .. r0 + rows` of `C` (`c` starts at row `r0`), all columns, `mc` rows at a time.
 fn block(
     a: Rows<'_>,
     r0: usize,
@@ -164,6 +191,8 @@ fn block(
         mr,
         nr,
         kc: depth,
+        mc,
+        a: layout,
         run,
         ..
     } = b.kernel;
@@ -171,41 +200,87 @@ fn block(
     let mut tile = [0f32; MAX_MR * MAX_NR];
     let mut ptrs = [a.data.as_ptr(); MAX_MR];
     let passes = k.div_ceil(depth).max(1);
-    for m0 in (0..rows).step_by(MC) {
-        let m1 = rows.min(m0 + MC);
-        for pass in 0..passes {
-            let p0 = pass * depth;
-            let kc = depth.min(k - p0);
-            let last = pass + 1 == passes;
-            for (jp, panel) in b.data.chunks_exact(k * nr).enumerate() {
-                let panel = &panel[p0 * nr..][..kc * nr];
-                let j0 = jp * nr;
-                let cols = nr.min(n - j0);
-                for i in (m0..m1).step_by(mr) {
-                    let valid = mr.min(m1 - i);
-                    for (r, p) in ptrs[..mr].iter_mut().enumerate() {
-                        // Rows past the end repeat the last one; their results are dropped.
-                        let row = r0 + i + r.min(valid - 1);
-                        *p = a.data[row * a.lda + p0..][..kc].as_ptr();
-                    }
-                    // SAFETY: every row pointer was just taken from a slice of `kc` values, the
-                    // panel slice is `kc*nr` values, and the tile holds MAX_MR*MAX_NR ≥ mr*nr.
-                    unsafe { run(kc, ptrs.as_ptr(), panel.as_ptr(), tile.as_mut_ptr()) };
-                    for r in 0..valid {
-                        let dst = &mut c[(i + r) * ldc + j0..][..cols];
-                        let sums = &mut tile[r * nr..][..cols];
-                        if pass > 0 {
-                            sums.iter_mut().zip(dst.iter()).for_each(|(s, d)| *s += *d);
+    SPLAT4.with_borrow_mut(|splat| {
+        for m0 in (0..rows).step_by(mc) {
+            let m1 = rows.min(m0 + mc);
+            for pass in 0..passes {
+                let p0 = pass * depth;
+                let kc = depth.min(k - p0);
+                let last = pass + 1 == passes;
+                // Row `i` of the block, clamped: rows past the end repeat the last one (their
+                // results are dropped).
+                let row = |i: usize| {
+                    let i = r0 + i.min(m1 - 1);
+                    &a.data[i * a.lda + p0..][..kc]
+                };
+                if let ALayout::Splat4 { pack } = layout {
+                    pack_block(m1 - m0, mr, kc, |i| row(m0 + i), pack, splat);
+                }
+                for (jp, panel) in b.data.chunks_exact(k * nr).enumerate() {
+                    let panel = &panel[p0 * nr..][..kc * nr];
+                    let j0 = jp * nr;
+                    let cols = nr.min(n - j0);
+                    for i in (m0..m1).step_by(mr) {
+                        let valid = mr.min(m1 - i);
+                        match layout {
+                            ALayout::Rows => {
+                                for (r, p) in ptrs[..mr].iter_mut().enumerate() {
+                                    *p = row(i + r).as_ptr();
+                                }
+                            }
+                            ALayout::Splat4 { .. } => {
+                                ptrs[0] = splat[(i - m0) * 4 * kc..][..4 * mr * kc].as_ptr();
+                            }
                         }
-                        if last {
-                            ep.store(sums, j0, dst);
-                        } else {
-                            dst.copy_from_slice(sums);
+                        // SAFETY: every pointer was just taken from a slice of `kc` values (Rows)
+                        // or `4·mr·kc` (Splat4), the panel slice is `kc*nr` values, and the tile
+                        // holds MAX_MR*MAX_NR ≥ mr*nr.
+                        unsafe { run(kc, ptrs.as_ptr(), panel.as_ptr(), tile.as_mut_ptr()) };
+                        for r in 0..valid {
+                            let dst = &mut c[(i + r) * ldc + j0..][..cols];
+                            let sums = &mut tile[r * nr..][..cols];
+                            if pass > 0 {
+                                sums.iter_mut().zip(dst.iter()).for_each(|(s, d)| *s += *d);
+                            }
+                            if last {
+                                ep.store(sums, j0, dst);
+                            } else {
+                                dst.copy_from_slice(sums);
+                            }
                         }
                     }
                 }
             }
         }
+    });
+}
+
+std::thread_local! {
+    /// The block of `A` packed for an [`ALayout::Splat4`] kernel, kept between calls so that a
+    /// multiply allocates nothing (at most `mc · kc · 4` values: 384 KiB for SIMD128's kernel).
+    static SPLAT4: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Packs `rows` rows (`row(i)`, each `kc` values, `i` up to `rows` rounded up to `mr`) for an
+/// [`ALayout::Splat4`] kernel: group `g` of `mr` rows at `4·mr·kc·g` in `out`.
+fn pack_block<'a>(
+    rows: usize,
+    mr: usize,
+    kc: usize,
+    row: impl Fn(usize) -> &'a [f32],
+    pack: PackFn,
+    out: &mut Vec<f32>,
+) {
+    let len = rows.div_ceil(mr) * mr * 4 * kc;
+    if out.len() < len {
+        out.resize(len, 0.0);
+    }
+    let mut group = [&[][..]; MAX_MR];
+    for (g, dst) in out[..len].chunks_exact_mut(mr * 4 * kc).enumerate() {
+        for (r, src) in group[..mr].iter_mut().enumerate() {
+            *src = row(g * mr + r);
+        }
+        pack(&group[..mr], dst);
     }
 }
 
@@ -252,7 +327,10 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         all.extend(super::super::x86::kernels());
         #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-        all.push(super::super::portable::KERNEL);
+        all.extend([
+            super::super::portable::KERNEL,
+            super::super::portable::SPLAT4_TEST,
+        ]);
         all
     }
 
@@ -276,7 +354,7 @@ mod tests {
             (128, 384, 384),
             (9, 2, 1536),
             (19, 40, 600),
-            (MC + 37, 20, 300),
+            (kernel.mc + 37, 20, 300),
         ]
         .iter()
         .enumerate()

@@ -1,13 +1,15 @@
 //! The portable microkernel, for targets without a hand-written one (and x86-64 CPUs without
 //! AVX2): a 4 × 16 tile of plain arrays, which the compiler vectorizes for the target.
 
-use super::gemm::Kernel;
+use super::gemm::{ALayout, Kernel};
 
 pub(crate) const KERNEL: Kernel = Kernel {
     name: "portable 4x16",
     mr: 4,
     nr: 16,
     kc: 256,
+    mc: 192,
+    a: ALayout::Rows,
     run: kernel_4x16,
 };
 
@@ -29,6 +31,52 @@ unsafe fn kernel_4x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut 
             }
         }
         std::slice::from_raw_parts_mut(tile, 64).copy_from_slice(acc.as_flattened());
+    }
+}
+
+/// The driver's [`ALayout::Splat4`] path, testable on every target: a 2 × 16 kernel that reads
+/// `A` as SIMD128's does, and a block of 10 rows, so that tests cross blocks and ragged groups.
+#[cfg(test)]
+pub(crate) const SPLAT4_TEST: Kernel = Kernel {
+    name: "portable 2x16 splat4 (test)",
+    mr: 2,
+    nr: 16,
+    kc: 256,
+    mc: 10,
+    a: ALayout::Splat4 { pack: pack_splat4 },
+    run: splat4_2x16,
+};
+
+/// [`super::gemm::PackFn`] for any `mr`, in plain Rust.
+#[cfg(test)]
+fn pack_splat4(rows: &[&[f32]], dst: &mut [f32]) {
+    let mr = rows.len();
+    for (r, src) in rows.iter().enumerate() {
+        for (p, &v) in src.iter().enumerate() {
+            dst[(p * mr + r) * 4..][..4].fill(v);
+        }
+    }
+}
+
+/// # Safety
+/// See [`super::gemm::MicroFn`]: `*a` holds `k` steps of two `[a_r[p]; 4]`.
+#[cfg(test)]
+unsafe fn splat4_2x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32) {
+    // SAFETY: the caller's contract (MicroFn, ALayout::Splat4).
+    unsafe {
+        let a = std::slice::from_raw_parts(*a, 8 * k);
+        let b = std::slice::from_raw_parts(b, k * 16);
+        let mut acc = [[0f32; 16]; 2];
+        for (p, bp) in b.chunks_exact(16).enumerate() {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let lanes = &a[(2 * p + r) * 4..][..4];
+                assert!(lanes.iter().all(|&v| v.to_bits() == lanes[0].to_bits()));
+                for (c, &bv) in acc.iter_mut().zip(bp) {
+                    *c += lanes[0] * bv;
+                }
+            }
+        }
+        std::slice::from_raw_parts_mut(tile, 32).copy_from_slice(acc.as_flattened());
     }
 }
 

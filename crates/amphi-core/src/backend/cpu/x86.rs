@@ -10,7 +10,7 @@ use std::arch::x86_64::{
     _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
-use super::gemm::Kernel;
+use super::gemm::{ALayout, Kernel};
 
 const AVX512: Kernel = Kernel {
     name: "avx512f 8x32",
@@ -18,6 +18,8 @@ const AVX512: Kernel = Kernel {
     nr: 32,
     // 32 KiB of B per pass.
     kc: 256,
+    mc: 192,
+    a: ALayout::Rows,
     run: avx512_8x32,
 };
 
@@ -26,6 +28,8 @@ const AVX2_FMA: Kernel = Kernel {
     mr: 6,
     nr: 16,
     kc: 256,
+    mc: 192,
+    a: ALayout::Rows,
     run: avx2_6x16,
 };
 
