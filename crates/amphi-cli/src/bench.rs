@@ -9,12 +9,17 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use amphi_core::tokenization::Tokenizer;
-use amphi_core::{Device, LoadOptions, ModelFiles, Output, Pipeline, RunOptions, Task, TextInput};
+use amphi_core::{
+    Device, LoadOptions, ModelFiles, Output, Pipeline, Precision, RunOptions, Task, TextInput,
+};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::{Failure, RuntimeArg, default_artifact, guest_failure, host_failure, model_folder};
+use crate::{
+    DeviceArg, Failure, RuntimeArg, default_artifact, guest_failure, host_failure, model_folder,
+    native_gpu, parse_precision,
+};
 
 #[derive(Args)]
 pub(crate) struct BenchArgs {
@@ -73,6 +78,15 @@ pub(crate) struct BenchArgs {
     /// `--budget-ms`, `--profile` and `--out`.
     #[arg(long, value_name = "FILE")]
     image: Option<PathBuf>,
+    /// Native runtime: where the model runs. `gpu` times the WGSL kernels through wgpu (each
+    /// run ends with the embeddings read back); the kernel microbenchmarks and `--profile` are
+    /// the CPU's, so they are skipped there.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// Precision of the weights with `--device gpu` (f32, or f16 where the adapter has
+    /// shader-f16).
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
 }
 
 /// One way to classify an image file: the top 5 as JSON.
@@ -369,27 +383,46 @@ fn native_profile() -> Profile<'static> {
     })
 }
 
-fn native(dir: &str) -> Result<Embed<'static>> {
+/// The engine linked into this program, on `device`; also its name in the results (with the
+/// GPU adapter, where it runs on one).
+fn native(
+    dir: &str,
+    device: Device,
+    precision: Precision,
+) -> Result<(String, Embed<'static>), Failure> {
     let options = LoadOptions {
-        device: Device::Cpu,
+        device,
+        precision,
+        gpu: native_gpu(device)?,
         ..LoadOptions::default()
     };
     let pipeline = Pipeline::load(
         Task::FeatureExtraction,
-        ModelFiles::from_dir(dir)?,
+        ModelFiles::from_dir(dir).map_err(anyhow::Error::from)?,
         &options,
     )?;
-    Ok(Box::new(move |texts, seq| {
-        let inputs: Vec<TextInput> = texts.iter().map(|t| TextInput::from(t.as_str())).collect();
-        let options = RunOptions {
-            max_length: Some(seq),
-            ..RunOptions::default()
-        };
-        match pipeline.run(&inputs, &options)? {
-            Output::Pooled(v) => Ok(v),
-            other => bail!("unexpected output {other:?}"),
-        }
-    }))
+    let name = match pipeline.model().adapter() {
+        Some(adapter) => format!(
+            "amphi native (GPU {precision}: {adapter})",
+            precision = pipeline.model().precision()
+        ),
+        None => "amphi native".to_owned(),
+    };
+    Ok((
+        name,
+        Box::new(move |texts, seq| {
+            let inputs: Vec<TextInput> =
+                texts.iter().map(|t| TextInput::from(t.as_str())).collect();
+            let options = RunOptions {
+                max_length: Some(seq),
+                ..RunOptions::default()
+            };
+            match pipeline.run(&inputs, &options)? {
+                Output::Pooled(v) => Ok(v),
+                other => bail!("unexpected output {other:?}"),
+            }
+        }),
+    ))
 }
 
 fn wasm_runtime(preemptive: bool) -> Result<amphi_serve::Runtime, Failure> {
@@ -550,15 +583,26 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
         )
         .into());
     }
+    let device = Device::from(args.device);
+    let on_cpu = device == Device::Cpu;
+    if !on_cpu && (args.runtime != RuntimeArg::Native || args.profile) {
+        return Err(anyhow::anyhow!(
+            "--device {device}: the native runtime only, without --profile (which times CPU ops)"
+        )
+        .into());
+    }
     let (name, (mut embed, mut profile)) = match args.runtime {
-        RuntimeArg::Native => ("amphi native", (native(&dir)?, native_profile())),
+        RuntimeArg::Native => {
+            let (name, embed) = native(&dir, device, args.precision)?;
+            (name, (embed, native_profile()))
+        }
         RuntimeArg::Wasm if args.preemptive => (
-            "amphi.wasm (wasmtime, preemptive deadlines)",
+            "amphi.wasm (wasmtime, preemptive deadlines)".to_owned(),
             wasm(&dir, true)?,
         ),
-        RuntimeArg::Wasm => ("amphi.wasm (wasmtime)", wasm(&dir, false)?),
+        RuntimeArg::Wasm => ("amphi.wasm (wasmtime)".to_owned(), wasm(&dir, false)?),
     };
-    let kernels = match args.no_kernels {
+    let kernels = match args.no_kernels || !on_cpu {
         true => Value::Null,
         false => kernels(args.runtime, args.preemptive)?,
     };
@@ -577,7 +621,7 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
             match command {
                 "warm" => shape.warm(&mut embed, &mut profile, &args)?,
                 "run" => shape.time_once(&mut embed)?,
-                "done" => rows.push(shape.finish(&mut profile, &args, name)?),
+                "done" => rows.push(shape.finish(&mut profile, &args, &name)?),
                 _ => return Err(anyhow::anyhow!("unknown command {command:?}").into()),
             }
             println!("ok");
@@ -592,7 +636,7 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
             {
                 shape.time_once(&mut embed)?;
             }
-            rows.push(shape.finish(&mut profile, &args, name)?);
+            rows.push(shape.finish(&mut profile, &args, &name)?);
         }
     }
     let out = json!({"runtime": name, "kernels": kernels, "results": rows});

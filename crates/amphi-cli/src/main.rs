@@ -76,7 +76,7 @@ impl From<TaskArg> for Task {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum DeviceArg {
+pub(crate) enum DeviceArg {
     Auto,
     Cpu,
     Gpu,
@@ -150,7 +150,7 @@ struct RunArgs {
     verbose: bool,
 }
 
-fn parse_precision(s: &str) -> Result<Precision, String> {
+pub(crate) fn parse_precision(s: &str) -> Result<Precision, String> {
     s.parse().map_err(|e: amphi_core::Error| e.to_string())
 }
 
@@ -281,7 +281,9 @@ fn guest_failure(e: amphi_serve::GuestError) -> Failure {
 
 /// The machine's GPU for a native run: opened for `gpu` (failing if there is none) and `auto`
 /// (falling back to the CPU).
-fn native_gpu(device: Device) -> Result<Option<Arc<dyn amphi_core::gpu::GpuHost>>, Failure> {
+pub(crate) fn native_gpu(
+    device: Device,
+) -> Result<Option<Arc<dyn amphi_core::gpu::GpuHost>>, Failure> {
     if device == Device::Cpu {
         return Ok(None);
     }

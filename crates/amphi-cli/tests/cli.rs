@@ -345,6 +345,8 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
         ("native", &["--profile"][..]),
         ("wasm", &["--preemptive", "--profile"][..]),
         ("wasm", &[][..]),
+        // The WGSL kernels through wgpu (lavapipe in CI): a GPU must be found.
+        ("native", &["--device", "gpu"][..]),
     ]
     .into_iter()
     .enumerate()
@@ -375,6 +377,14 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
         );
         let result = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&out)?)?;
         let kernels = &result["kernels"];
+        if extra.contains(&"gpu") {
+            // The microbenchmarks are the CPU kernel's: skipped on the GPU.
+            ensure!(kernels.is_null(), "gpu: kernels {kernels}");
+            let name = result["runtime"].as_str().unwrap_or_default();
+            ensure!(name.starts_with("amphi native (GPU f32: "), "{name}");
+            results.push(result);
+            continue;
+        }
         for key in ["peak_gflops", "matmul_gflops"] {
             ensure!(
                 kernels[key].as_f64().is_some_and(|g| g > 0.0),
@@ -451,6 +461,32 @@ fn bench_times_agreeing_embeddings_on_exact_shapes() -> Result<()> {
         }
     }
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// `amphi bench --device gpu` is the native runtime's: amphi.wasm under `amphi bench` runs on the
+/// CPU, so the combination is refused before anything loads.
+#[test]
+fn bench_refuses_the_gpu_in_wasm() -> Result<()> {
+    let model = minilm_dir();
+    let ran = amphi(
+        &[
+            "bench",
+            "--model",
+            &model.to_string_lossy(),
+            "--runtime",
+            "wasm",
+            "--device",
+            "gpu",
+        ],
+        None,
+    )?;
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    ensure!(!ran.status.success(), "accepted: {stderr}");
+    ensure!(
+        stderr.contains("invalid_input") && stderr.contains("native runtime only"),
+        "{stderr}"
+    );
     Ok(())
 }
 
