@@ -15,12 +15,13 @@ const MAX_MR: usize = 8;
 const MAX_NR: usize = 32;
 
 /// A register-tiled microkernel: for `r < mr`, `c < nr`:
-/// `tile[r*nr + c] = Σ_{p<k} a[r][p] · b[p*nr + c]`.
+/// `tile[r*ldt + c] = Σ_{p<k} a[r][p] · b[p*nr + c]`.
 ///
 /// # Safety
 /// `a` points to what the kernel's [`ALayout`] says, for `k` steps; `b` is valid for `k*nr`
-/// reads and `tile` for `mr*nr` writes.
-pub(crate) type MicroFn = unsafe fn(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32);
+/// reads and `tile` for `nr` writes at each of `tile + r*ldt`, `r < mr`.
+pub(crate) type MicroFn =
+    unsafe fn(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32, ldt: usize);
 
 /// How a microkernel reads `A`.
 #[derive(Debug, Clone, Copy)]
@@ -206,7 +207,6 @@ fn block(
             for pass in 0..passes {
                 let p0 = pass * depth;
                 let kc = depth.min(k - p0);
-                let last = pass + 1 == passes;
                 // Row `i` of the block, clamped: rows past the end repeat the last one (their
                 // results are dropped).
                 let row = |i: usize| {
@@ -232,23 +232,36 @@ fn block(
                                 ptrs[0] = splat[(i - m0) * 4 * kc..][..4 * mr * kc].as_ptr();
                             }
                         }
-                        // SAFETY: every pointer was just taken from a slice of `kc` values (Rows)
-                        // or `4·mr·kc` (Splat4), the panel slice is `kc*nr` values, and the tile
-                        // holds MAX_MR*MAX_NR ≥ mr*nr.
-                        unsafe { run(kc, ptrs.as_ptr(), panel.as_ptr(), tile.as_mut_ptr()) };
+                        if valid == mr && cols == nr && pass == 0 {
+                            // A whole tile on the first pass: straight into C.
+                            let dst = c[i * ldc + j0..].as_mut_ptr();
+                            // SAFETY: every pointer was just taken from a slice of `kc` values
+                            // (Rows) or `4·mr·kc` (Splat4), the panel slice is `kc*nr` values,
+                            // and rows i..i+mr, columns j0..j0+nr are inside C (`gemm`'s
+                            // asserts), which `dst` reaches as the rest of `c` from there.
+                            unsafe { run(kc, ptrs.as_ptr(), panel.as_ptr(), dst, ldc) };
+                            continue;
+                        }
+                        // SAFETY: as above, into the tile buffer (MAX_MR*MAX_NR ≥ mr*nr).
+                        unsafe { run(kc, ptrs.as_ptr(), panel.as_ptr(), tile.as_mut_ptr(), nr) };
                         for r in 0..valid {
                             let dst = &mut c[(i + r) * ldc + j0..][..cols];
-                            let sums = &mut tile[r * nr..][..cols];
+                            let sums = &tile[r * nr..][..cols];
                             if pass > 0 {
-                                sums.iter_mut().zip(dst.iter()).for_each(|(s, d)| *s += *d);
-                            }
-                            if last {
-                                ep.store(sums, j0, dst);
+                                dst.iter_mut().zip(sums).for_each(|(d, s)| *d += *s);
                             } else {
                                 dst.copy_from_slice(sums);
                             }
                         }
                     }
+                }
+            }
+            // The block's rows are complete: scale, bias and activation over each whole row,
+            // which vectorizes better than per tile (GELU: one long loop per row instead of a
+            // call per 16 values).
+            if !ep.is_identity() {
+                for r in m0..m1 {
+                    ep.apply(&mut c[r * ldc..][..n]);
                 }
             }
         }

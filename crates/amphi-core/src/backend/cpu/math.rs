@@ -23,24 +23,24 @@ impl Epilogue<'_> {
         act: Activation::None,
     };
 
-    /// Stores `src` (results for columns `j0..j0+src.len()`) into `dst`.
-    #[inline]
-    pub fn store(&self, src: &[f32], j0: usize, dst: &mut [f32]) {
-        let dst = &mut dst[..src.len()];
+    /// Whether [`Epilogue::apply`] leaves values as they are.
+    pub fn is_identity(&self) -> bool {
+        self.alpha == 1.0 && self.bias.is_none() && self.act == Activation::None
+    }
+
+    /// Applies the epilogue in place to a row of results (columns `0..row.len()`).
+    pub fn apply(&self, row: &mut [f32]) {
         match self.bias {
             Some(b) => {
-                let b = &b[j0..][..src.len()];
-                for ((d, &s), &b) in dst.iter_mut().zip(src).zip(b) {
-                    *d = self.alpha * s + b;
+                let b = &b[..row.len()];
+                for (v, &b) in row.iter_mut().zip(b) {
+                    *v = self.alpha * *v + b;
                 }
             }
-            None => {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = self.alpha * s;
-                }
-            }
+            None if self.alpha != 1.0 => row.iter_mut().for_each(|v| *v *= self.alpha),
+            None => {}
         }
-        activate(dst, self.act);
+        activate(row, self.act);
     }
 }
 
@@ -56,9 +56,9 @@ pub(crate) fn activate(x: &mut [f32], act: Activation) {
     }
 }
 
-/// `x[i] = f(x[i])`, four at a time: the epilogue calls this on a tile's row (16 values in
-/// amphi.wasm), too short for the loop vectorizer's body, which left the work to its scalar
-/// remainder; a fixed group of four becomes one `f32x4` expression.
+/// `x[i] = f(x[i])`, four at a time: a fixed group of four becomes one `f32x4` expression, also
+/// on rows too short for the loop vectorizer's body (it left a 16-value tile row, as the
+/// epilogue once ran per tile, to its scalar remainder).
 #[inline(always)]
 fn map(x: &mut [f32], f: impl Fn(f32) -> f32) {
     let mut fours = x.chunks_exact_mut(4);

@@ -2,7 +2,8 @@
 //! attention, layer norm) run amphi's own kernels on their values:
 //!
 //! - `gemm.rs`: the matrix multiply on weights packed once at load, with the bias and
-//!   activation applied as results are stored; one microkernel per target in its own file
+//!   activation applied to each row of results once its block is done; one microkernel per
+//!   target in its own file
 //!   (`simd128.rs` for the wasm artifact, `x86.rs` chosen at run time, `portable.rs`);
 //! - `attention.rs`: attention per (sequence, head) on the packed multiply, no transposes;
 //! - `conv.rs`: depthwise convolution over NHWC rows, vectorized over channels;

@@ -15,9 +15,9 @@ pub(crate) const KERNEL: Kernel = Kernel {
 
 /// # Safety
 /// See [`super::gemm::MicroFn`].
-unsafe fn kernel_4x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32) {
-    // SAFETY: the caller's contract (MicroFn): 4 rows of k values, k×16 values of B, 4×16 of
-    // tile.
+unsafe fn kernel_4x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32, ldt: usize) {
+    // SAFETY: the caller's contract (MicroFn): 4 rows of k values, k×16 values of B, 4 rows of
+    // 16 in tile.
     unsafe {
         let rows: [&[f32]; 4] = std::array::from_fn(|r| std::slice::from_raw_parts(*a.add(r), k));
         let b = std::slice::from_raw_parts(b, k * 16);
@@ -30,7 +30,9 @@ unsafe fn kernel_4x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut 
                 }
             }
         }
-        std::slice::from_raw_parts_mut(tile, 64).copy_from_slice(acc.as_flattened());
+        for (r, acc) in acc.iter().enumerate() {
+            std::slice::from_raw_parts_mut(tile.add(r * ldt), 16).copy_from_slice(acc);
+        }
     }
 }
 
@@ -61,7 +63,7 @@ fn pack_splat4(rows: &[&[f32]], dst: &mut [f32]) {
 /// # Safety
 /// See [`super::gemm::MicroFn`]: `*a` holds `k` steps of two `[a_r[p]; 4]`.
 #[cfg(test)]
-unsafe fn splat4_2x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32) {
+unsafe fn splat4_2x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32, ldt: usize) {
     // SAFETY: the caller's contract (MicroFn, ALayout::Splat4).
     unsafe {
         let a = std::slice::from_raw_parts(*a, 8 * k);
@@ -76,7 +78,9 @@ unsafe fn splat4_2x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut 
                 }
             }
         }
-        std::slice::from_raw_parts_mut(tile, 32).copy_from_slice(acc.as_flattened());
+        for (r, acc) in acc.iter().enumerate() {
+            std::slice::from_raw_parts_mut(tile.add(r * ldt), 16).copy_from_slice(acc);
+        }
     }
 }
 

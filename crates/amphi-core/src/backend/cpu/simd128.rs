@@ -46,9 +46,9 @@ const STEPS: usize = 32;
 
 /// # Safety
 /// See [`super::gemm::MicroFn`] and [`ALayout::Splat4`].
-unsafe fn kernel_2x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32) {
+unsafe fn kernel_2x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32, ldt: usize) {
     // SAFETY: the caller's contract (MicroFn, Splat4): k steps of 2 vectors of A, k×16 values of
-    // B, 2×16 of tile; v128_load/v128_store do not need alignment.
+    // B, 2 rows of 16 in tile; v128_load/v128_store do not need alignment.
     unsafe {
         let mut x = (*a).cast::<v128>();
         let mut bp = b.cast::<v128>();
@@ -71,9 +71,11 @@ unsafe fn kernel_2x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut 
                 bp = core::ptr::with_exposed_provenance(bp.expose_provenance() + 64);
             }
         }
-        let t = tile.cast::<v128>();
-        for (i, c) in c.into_iter().enumerate() {
-            v128_store(t.add(i), c);
+        for (r, c) in c.chunks_exact(4).enumerate() {
+            let t = tile.add(r * ldt).cast::<v128>();
+            for (q, &c) in c.iter().enumerate() {
+                v128_store(t.add(q), c);
+            }
         }
     }
 }
@@ -161,7 +163,7 @@ pub(crate) fn peak(iters: u32) -> f32 {
         // not a copy inlined here (which, under wasmtime's deadline checks, compiles worse).
         let run = core::hint::black_box(KERNEL.run);
         // SAFETY: DEPTH ≥ k steps of two vectors of A, a panel of 16·DEPTH, a tile of 2×16.
-        unsafe { run(k, &packed, b.as_ptr(), tile.as_mut_ptr()) };
+        unsafe { run(k, &packed, b.as_ptr(), tile.as_mut_ptr(), 16) };
         // Every result is used, so no accumulator can be dropped.
         sum += core::hint::black_box(&tile).iter().sum::<f32>();
         left -= k;

@@ -59,15 +59,21 @@ pub(crate) fn kernels() -> Vec<Kernel> {
 
 /// # Safety
 /// See [`super::gemm::MicroFn`]; only selected where the CPU has AVX-512F.
-unsafe fn avx512_8x32(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32) {
+unsafe fn avx512_8x32(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32, ldt: usize) {
     // SAFETY: `kernel` selects this only where AVX-512F is present.
-    unsafe { avx512_8x32_impl(k, a, b, tile) }
+    unsafe { avx512_8x32_impl(k, a, b, tile, ldt) }
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_8x32_impl(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32) {
-    // SAFETY: the caller's contract (MicroFn): 8 rows of k values, k×32 values of B, 8×32 of
-    // tile; the loads and stores are unaligned ones.
+unsafe fn avx512_8x32_impl(
+    k: usize,
+    a: *const *const f32,
+    b: *const f32,
+    tile: *mut f32,
+    ldt: usize,
+) {
+    // SAFETY: the caller's contract (MicroFn): 8 rows of k values, k×32 values of B, 8 rows of
+    // 32 in tile; the loads and stores are unaligned ones.
     unsafe {
         let rows: [*const f32; 8] = std::array::from_fn(|r| *a.add(r));
         let mut c: [[__m512; 2]; 8] = [[_mm512_setzero_ps(); 2]; 8];
@@ -85,23 +91,29 @@ unsafe fn avx512_8x32_impl(k: usize, a: *const *const f32, b: *const f32, tile: 
             }
         }
         for (r, acc) in c.iter().enumerate() {
-            _mm512_storeu_ps(tile.add(r * 32), acc[0]);
-            _mm512_storeu_ps(tile.add(r * 32 + 16), acc[1]);
+            _mm512_storeu_ps(tile.add(r * ldt), acc[0]);
+            _mm512_storeu_ps(tile.add(r * ldt + 16), acc[1]);
         }
     }
 }
 
 /// # Safety
 /// See [`super::gemm::MicroFn`]; only selected where the CPU has AVX2 and FMA.
-unsafe fn avx2_6x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32) {
+unsafe fn avx2_6x16(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32, ldt: usize) {
     // SAFETY: `kernel` selects this only where AVX2 and FMA are present.
-    unsafe { avx2_6x16_impl(k, a, b, tile) }
+    unsafe { avx2_6x16_impl(k, a, b, tile, ldt) }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_6x16_impl(k: usize, a: *const *const f32, b: *const f32, tile: *mut f32) {
-    // SAFETY: the caller's contract (MicroFn): 6 rows of k values, k×16 values of B, 6×16 of
-    // tile; the loads and stores are unaligned ones.
+unsafe fn avx2_6x16_impl(
+    k: usize,
+    a: *const *const f32,
+    b: *const f32,
+    tile: *mut f32,
+    ldt: usize,
+) {
+    // SAFETY: the caller's contract (MicroFn): 6 rows of k values, k×16 values of B, 6 rows of
+    // 16 in tile; the loads and stores are unaligned ones.
     unsafe {
         let rows: [*const f32; 6] = std::array::from_fn(|r| *a.add(r));
         let mut c: [[__m256; 2]; 6] = [[_mm256_setzero_ps(); 2]; 6];
@@ -117,8 +129,8 @@ unsafe fn avx2_6x16_impl(k: usize, a: *const *const f32, b: *const f32, tile: *m
             }
         }
         for (r, acc) in c.iter().enumerate() {
-            _mm256_storeu_ps(tile.add(r * 16), acc[0]);
-            _mm256_storeu_ps(tile.add(r * 16 + 8), acc[1]);
+            _mm256_storeu_ps(tile.add(r * ldt), acc[0]);
+            _mm256_storeu_ps(tile.add(r * ldt + 8), acc[1]);
         }
     }
 }
