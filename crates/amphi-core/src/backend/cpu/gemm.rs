@@ -270,7 +270,7 @@ fn block(
 
 std::thread_local! {
     /// The block of `A` packed for an [`ALayout::Splat4`] kernel, kept between calls so that a
-    /// multiply allocates nothing (at most `mc · kc · 4` values: 384 KiB for SIMD128's kernel).
+    /// multiply allocates nothing (at most `mc · kc · 4` values: 1.1 MiB for SIMD128's kernel).
     static SPLAT4: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 

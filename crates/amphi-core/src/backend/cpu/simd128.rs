@@ -9,7 +9,7 @@
 //! plain loads instead of two `load32_splat`s (each a scalar load, a move and a shuffle under
 //! Cranelift), every load carries its offset, and the loop ends on a pointer compare. Together
 //! these took the kernel from 49 to 61 GFLOP/s under wasmtime on its L1 ceiling (AMD EPYC,
-//! Zen 5), V8's from 62 to 63. Relaxed SIMD's fused multiply-add was tried and was slower under
+//! Zen 5); V8's stayed at 62–63. Relaxed SIMD's fused multiply-add was tried and was slower under
 //! wasmtime (41 GFLOP/s: Cranelift ties the multiplicand, not the accumulator, to the result and
 //! copies registers around every `vfmadd213ps`), and Node 20 rejects it.
 
@@ -27,7 +27,7 @@ pub(crate) const KERNEL: Kernel = Kernel {
     // one: at 256 the second pass's reload and re-store of every tile of C cost 6 % of an
     // embedding in Node (1×128: 57 against 61 ms).
     kc: 384,
-    // A block of A packed four-wide is 64 × 384 × 16 B = 384 KiB, within L2.
+    // 192 × 384 × 16 B = 1.1 MiB of packed A (wasmtime: 64 rows 54.0 GFLOP/s, 128 or 192 55.8).
     mc: 192,
     a: ALayout::Splat4 { pack: pack_2 },
     run: kernel_2x16,
