@@ -79,8 +79,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     image: Option<PathBuf>,
     /// Native runtime: where the model runs. `gpu` times the WGSL kernels through wgpu (each
-    /// run ends with the embeddings read back); the kernel microbenchmarks and `--profile` are
-    /// the CPU's, so they are skipped there.
+    /// run ends with the embeddings read back); the kernel microbenchmarks are the CPU's, so
+    /// they are skipped there, and `--profile` and `--image` are refused.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
     /// Precision of the weights with `--device gpu` (f32, or f16 where the adapter has
@@ -564,6 +564,17 @@ impl ShapeRuns {
 }
 
 pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
+    let device = Device::from(args.device);
+    let on_cpu = device == Device::Cpu;
+    // Checked before anything else: `--image` runs on the CPU, so it would otherwise time the
+    // CPU under a `--device gpu` flag.
+    if !on_cpu && (args.runtime != RuntimeArg::Native || args.profile || args.image.is_some()) {
+        return Err(anyhow::anyhow!(
+            "--device {device}: embeddings on the native runtime only, without --profile (which \
+             times CPU ops) or --image"
+        )
+        .into());
+    }
     let dir = model_folder(&args.model)?.to_string_lossy().into_owned();
     if let Some(image) = &args.image {
         return bench_image(&args, &dir, image);
@@ -580,14 +591,6 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Failure> {
     if args.profile && args.runtime == RuntimeArg::Wasm && !args.preemptive {
         return Err(anyhow::anyhow!(
             "--profile samples amphi.wasm on epoch ticks: in wasm it needs --preemptive"
-        )
-        .into());
-    }
-    let device = Device::from(args.device);
-    let on_cpu = device == Device::Cpu;
-    if !on_cpu && (args.runtime != RuntimeArg::Native || args.profile) {
-        return Err(anyhow::anyhow!(
-            "--device {device}: the native runtime only, without --profile (which times CPU ops)"
         )
         .into());
     }
