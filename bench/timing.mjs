@@ -1,9 +1,15 @@
 // What the JavaScript runners share (Node and the browser page): the timing loop and the pooling
 // that turns an ONNX model's last_hidden_state into sentence embeddings. Same rules as
 // `amphi bench`: one untimed run whose output is kept, `warmup - 1` more, then at least
-// `minRuns` and at most `maxRuns` timed runs within `budgetMs`.
+// `minRuns` and at most `maxRuns` timed runs within `budgetMs`; but here the warm-up also lasts
+// at least `warmupMs`. V8 compiles WebAssembly in two tiers: every function at once with its
+// baseline compiler (Liftoff), then, once it is hot, again with TurboFan on a background
+// thread. On this 2-core machine that took about a second of calls: at 1×8 in Node, amphi's
+// calls went from 50 ms to a steady 5.1–5.3 and onnxruntime-web's from 113 to 6.1–6.7, and with
+// two warm-up calls the timed runs still straddled the switch (amphi 5.1–22.6 ms, onnxruntime-web
+// 9.4–35.4 in one run), which measured the compiler rather than the runtime.
 
-export const DEFAULTS = { warmup: 2, minRuns: 3, maxRuns: 15, budgetMs: 4000 };
+export const DEFAULTS = { warmup: 2, warmupMs: 1500, minRuns: 3, maxRuns: 15, budgetMs: 4000 };
 
 const now = () => globalThis.performance.now();
 
@@ -32,7 +38,7 @@ export async function rounds(count, warm, once, options = DEFAULTS) {
 
 /**
  * Times every embedder on every shape in `rounds`: one untimed run whose output is
- * kept and `warmup - 1` more, then timed runs. Returns, per embedder, rows as `amphi bench`
+ * kept and `warmup - 1` more (and more until `warmupMs` have passed), then timed runs. Returns, per embedder, rows as `amphi bench`
  * writes them.
  */
 export async function measureInterleaved(shapes, embeds, options = DEFAULTS, logs = []) {
@@ -40,8 +46,9 @@ export async function measureInterleaved(shapes, embeds, options = DEFAULTS, log
   for (const shape of shapes) {
     const outputs = [];
     const warm = async (i) => {
+      const started = now();
       outputs[i] = await embeds[i](shape);
-      for (let w = 1; w < options.warmup; w++) await embeds[i](shape);
+      for (let w = 1; w < options.warmup || now() - started < options.warmupMs; w++) await embeds[i](shape);
     };
     const once = async (i) => {
       const t = now();
