@@ -182,16 +182,31 @@ pub(crate) struct Rows<'a> {
 /// `C[i*ldc + j] = ep(Σ_p A[i,p]·B[p,j], j)` for `i < m`, `j < n`. `c` holds `m` rows of stride
 /// `ldc`; other columns are left alone.
 pub(crate) fn gemm(a: Rows<'_>, b: &Packed, c: &mut [f32], ldc: usize, ep: &Epilogue<'_>) {
+    if checked(a, b, c, ldc, ep) {
+        rows_parallel(a.m, ldc, c, b.k * b.n, &|r0, rows, c_rows| {
+            block(a, r0, rows, b, c_rows, ldc, ep)
+        });
+    }
+}
+
+/// [`gemm`] on the calling thread only, for callers that already run in parallel (attention's
+/// heads).
+pub(crate) fn gemm_serial(a: Rows<'_>, b: &Packed, c: &mut [f32], ldc: usize, ep: &Epilogue<'_>) {
+    if checked(a, b, c, ldc, ep) {
+        block(a, 0, a.m, b, c, ldc, ep);
+    }
+}
+
+/// Whether there is anything to compute; panics if an operand is too short for the shapes.
+fn checked(a: Rows<'_>, b: &Packed, c: &[f32], ldc: usize, ep: &Epilogue<'_>) -> bool {
     let (m, n, k) = (a.m, b.n, b.k);
     if m == 0 || n == 0 {
-        return;
+        return false;
     }
     assert!((m - 1) * a.lda + k <= a.data.len(), "gemm: A is too short");
     assert!((m - 1) * ldc + n <= c.len(), "gemm: C is too short");
     assert!(ep.bias.is_none_or(|bias| bias.len() >= n));
-    rows_parallel(m, ldc, c, k * n, &|r0, rows, c_rows| {
-        block(a, r0, rows, b, c_rows, ldc, ep)
-    });
+    true
 }
 
 /// Rows `r0 .. r0 + rows` of `C` (`c` starts at row `r0`), all columns, `mc` rows at a time.
