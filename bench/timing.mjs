@@ -38,8 +38,8 @@ export async function rounds(count, warm, once, options = DEFAULTS) {
 
 /**
  * Times every embedder on every shape in `rounds`: one untimed run whose output is
- * kept and `warmup - 1` more (and more until `warmupMs` have passed), then timed runs. Returns, per embedder, rows as `amphi bench`
- * writes them.
+ * kept and `warmup - 1` more (and more until `warmupMs` have passed), then timed runs.
+ * Returns, per embedder, rows as `amphi bench` writes them.
  */
 export async function measureInterleaved(shapes, embeds, options = DEFAULTS, logs = []) {
   const rows = embeds.map(() => []);

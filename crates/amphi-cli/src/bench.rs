@@ -57,9 +57,8 @@ pub(crate) struct BenchArgs {
     /// Also print where the time of each shape's timed runs goes, op by op: timed natively;
     /// sampled in amphi.wasm (its call stack at every 5 ms epoch tick, so only with
     /// `--preemptive`). Natively the ops use all cores unless `RAYON_NUM_THREADS` says
-    /// otherwise, and an op that runs on one (attention at batch 1) then takes a larger share
-    /// than on one thread (MiniLM 1×128 on 2 cores: 20 % against 12 %); `cargo xtask bench`
-    /// sets `RAYON_NUM_THREADS=1`.
+    /// otherwise, so each op's share depends on how well it splits across them; `cargo xtask
+    /// bench` sets `RAYON_NUM_THREADS=1`.
     #[arg(long)]
     profile: bool,
     /// Skip the kernel microbenchmarks (peak and matrix multiply GFLOP/s).

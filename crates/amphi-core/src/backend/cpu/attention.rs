@@ -1,13 +1,14 @@
 //! Multi-head attention over the fused QKV activations, one (sequence, head) at a time:
 //! `scores = Q·Kᵀ/√d` through the packed matrix multiply (the head's keys packed into a reused
-//! buffer), the masked softmax in place, then `context = P·V` written straight into the head's
-//! columns of the output. Nothing is transposed or copied beyond the packing of K and V.
+//! buffer), the masked softmax in place, then `context = P·V` into the head's columns of the
+//! output. Nothing is transposed; on one thread nothing is copied beyond the packing of K and V.
 //!
 //! Natively with several threads, the (sequence, head) pairs run in parallel, each multiply on
-//! one thread. Splitting each head's small products across threads instead, as the linear
-//! layers are split, cost more in synchronisation than the products: MiniLM at 1×128 on 2
-//! cores spent 4.8 ms in attention, against 2.2 ms on one thread, and the embedding took 14.0
-//! ms; with heads in parallel it takes 11.9–12.0 ms.
+//! one thread, and each head's context is copied once into its columns. Splitting each head's
+//! small products across threads instead, as the linear layers are split, cost more in
+//! synchronisation than the products: MiniLM at 1×128 on 2 cores spent 4.8 ms in attention,
+//! against 2.2 ms on one thread, and the embedding took 14.0 ms; with heads in parallel it takes
+//! 11.9–12.0 ms.
 
 use super::gemm::{Packed, Rows, gemm_serial};
 use super::math::{Epilogue, masked_softmax_row};
@@ -23,22 +24,35 @@ pub(crate) fn attention(
 ) {
     let hidden = out.len() / (batch * seq).max(1);
     let shape = Shape {
+        batch,
         seq,
         heads,
         hidden,
         d: hidden / heads.max(1),
     };
-    each_head(batch * heads, shape, out, &|t, scratch, context, ldc| {
-        head(qkv, mask, shape, t, scratch, context, ldc)
-    });
+    each_head(qkv, mask, shape, out);
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Shape {
+    batch: usize,
     seq: usize,
     heads: usize,
     hidden: usize,
     d: usize,
+}
+
+impl Shape {
+    /// Heads of all sequences: head `t` is head `t % heads` of sequence `t / heads`.
+    fn count(self) -> usize {
+        self.batch * self.heads
+    }
+
+    /// Where row `i` of head `t`'s context starts in the output.
+    fn at(self, t: usize, i: usize) -> usize {
+        let (b, h) = (t / self.heads, t % self.heads);
+        (b * self.seq + i) * self.hidden + h * self.d
+    }
 }
 
 /// What one head's products reuse from one head to the next.
@@ -58,22 +72,18 @@ impl Scratch {
     }
 }
 
-/// Head `t` (`t = b·heads + h`): its `seq × d` context into `context`, rows `ldc` apart.
+/// Head `t`: its `seq × d` context into `context`, rows `ldc` apart.
 fn head(
     qkv: &[f32],
     mask: &[f32],
-    Shape {
-        seq,
-        heads,
-        hidden,
-        d,
-    }: Shape,
+    shape: Shape,
     t: usize,
     scratch: &mut Scratch,
     context: &mut [f32],
     ldc: usize,
 ) {
-    let (b, h) = (t / heads, t % heads);
+    let Shape { seq, hidden, d, .. } = shape;
+    let (b, h) = (t / shape.heads, t % shape.heads);
     let ld = 3 * hidden;
     let rows = &qkv[b * seq * ld..][..seq * ld];
     let mask = &mask[b * seq..][..seq];
@@ -112,27 +122,12 @@ fn head(
     gemm_serial(probs, values, context, ldc, &Epilogue::NONE);
 }
 
-/// `f(t, scratch, context, ldc)` for every head `t`, where `context` is where head `t`'s
-/// output goes, rows `ldc` apart.
-type HeadFn<'a> = dyn Fn(usize, &mut Scratch, &mut [f32], usize) + Sync + 'a;
-
-/// In order on this thread, each head straight into its columns of `out`.
-fn each_head_here(count: usize, shape: Shape, out: &mut [f32], f: &HeadFn<'_>) {
-    let Shape {
-        seq,
-        heads,
-        hidden,
-        d,
-    } = shape;
+/// Every head in order on this thread, each straight into its columns of `out`.
+fn each_head_here(qkv: &[f32], mask: &[f32], shape: Shape, out: &mut [f32]) {
     let mut scratch = Scratch::new();
-    for t in 0..count {
-        let (b, h) = (t / heads, t % heads);
-        f(
-            t,
-            &mut scratch,
-            &mut out[b * seq * hidden + h * d..],
-            hidden,
-        );
+    for t in 0..shape.count() {
+        let context = &mut out[shape.at(t, 0)..];
+        head(qkv, mask, shape, t, &mut scratch, context, shape.hidden);
     }
 }
 
@@ -144,38 +139,32 @@ const PARALLEL_WORK: usize = 1 << 18;
 /// its own block of a head-major buffer (so that every thread writes memory of its own), then
 /// those blocks into their columns of `out`.
 #[cfg(not(target_arch = "wasm32"))]
-fn each_head(count: usize, shape: Shape, out: &mut [f32], f: &HeadFn<'_>) {
+fn each_head(qkv: &[f32], mask: &[f32], shape: Shape, out: &mut [f32]) {
     use rayon::prelude::*;
-    let Shape {
-        seq,
-        heads,
-        hidden,
-        d,
-    } = shape;
+    let Shape { seq, d, .. } = shape;
     // A head's two products, in multiply-adds: below this a thread's wake-up costs more than
     // the head (MiniLM at 1×8: 0.5 ms of attention on 2 threads, 0.04 ms on one).
     let work = 2 * seq * seq * d;
-    if rayon::current_num_threads() <= 1 || count <= 1 || work < PARALLEL_WORK {
-        return each_head_here(count, shape, out, f);
+    if rayon::current_num_threads() <= 1 || shape.count() <= 1 || work < PARALLEL_WORK {
+        return each_head_here(qkv, mask, shape, out);
     }
-    let mut contexts = vec![0f32; count * seq * d];
+    let mut contexts = vec![0f32; shape.count() * seq * d];
     contexts
-        .par_chunks_mut((seq * d).max(1))
+        .par_chunks_mut(seq * d)
         .enumerate()
         .for_each_init(Scratch::new, |scratch, (t, context)| {
-            f(t, scratch, context, d)
+            head(qkv, mask, shape, t, scratch, context, d)
         });
     for (t, context) in contexts.chunks_exact(seq * d).enumerate() {
-        let (b, h) = (t / heads, t % heads);
         for (i, row) in context.chunks_exact(d).enumerate() {
-            out[(b * seq + i) * hidden + h * d..][..d].copy_from_slice(row);
+            out[shape.at(t, i)..][..d].copy_from_slice(row);
         }
     }
 }
 
 #[cfg(target_arch = "wasm32")]
-fn each_head(count: usize, shape: Shape, out: &mut [f32], f: &HeadFn<'_>) {
-    each_head_here(count, shape, out, f)
+fn each_head(qkv: &[f32], mask: &[f32], shape: Shape, out: &mut [f32]) {
+    each_head_here(qkv, mask, shape, out)
 }
 
 #[cfg(test)]
