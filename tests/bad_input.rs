@@ -246,6 +246,30 @@ fn long_and_odd_texts_are_truncated_not_rejected() -> Result<()> {
     Ok(())
 }
 
+/// A request's `max_length` cannot raise the loader's (the operator's `--max-tokens`): it is
+/// clamped to it, while a smaller one still applies.
+#[test]
+fn request_max_length_cannot_raise_the_operators_limit() -> Result<()> {
+    let options = LoadOptions {
+        device: Device::Cpu,
+        max_length: Some(16),
+        ..LoadOptions::default()
+    };
+    let fe = Pipeline::load(Task::FeatureExtraction, tiny("tiny-bert"), &options)?;
+    let long = TextInput::Text("hello world ".repeat(100));
+    for (asked, want) in [(Some(128), 16), (None, 16), (Some(8), 8)] {
+        let run = RunOptions {
+            max_length: asked,
+            ..RunOptions::default()
+        };
+        let amphi_core::Output::Tokens(tokens) = fe.run(std::slice::from_ref(&long), &run)? else {
+            bail!("expected token vectors");
+        };
+        assert_eq!(tokens[0].len(), want, "max_length {asked:?}");
+    }
+    Ok(())
+}
+
 #[test]
 fn unknown_request_fields_are_rejected() {
     let err = serde_json::from_value::<amphi_core::Request>(serde_json::json!({

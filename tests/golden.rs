@@ -44,6 +44,13 @@ fn efficientnet_lite0_image_classification() -> Result<()> {
     checks::efficientnet(&cpu(), &amphi_tests::efficientnet_dir())
 }
 
+/// Extreme aspect ratios inside the default pixel limit: classified or `input_too_large`, and
+/// the pipelines keep serving.
+#[test]
+fn extreme_images_are_classified_or_refused() -> Result<()> {
+    checks::hostile_images(&cpu(), &amphi_tests::efficientnet_dir(), 20_000_000)
+}
+
 fn load(name: &str) -> Result<TextModel> {
     Ok(TextModel::load(
         model_files(&fixture_model(name))?,

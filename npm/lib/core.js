@@ -2,6 +2,11 @@
 // `browser.js` and `node.js` supply how bytes are fetched and cached (a "platform").
 
 import { Engine } from '../dist/amphi_web.js';
+import {
+  AmphiError, DEFAULT_MAX_FILE_BYTES, download, validateRepoId, validateRevision,
+} from './fetch.js';
+
+export { AmphiError, DEFAULT_MAX_FILE_BYTES, download };
 
 /** Every file the engine may read, as named in a Hugging Face model folder. */
 export const MODEL_FILES = [
@@ -27,15 +32,6 @@ export const TASKS = [
   'image-classification',
 ];
 
-/** Errors thrown by amphi: `code` is stable (see the README); `message` is for people. */
-export class AmphiError extends Error {
-  constructor(code, message, options) {
-    super(message, options);
-    this.name = 'AmphiError';
-    this.code = code;
-  }
-}
-
 /** Errors from the bridge are plain `Error`s with a `code`; give them the class. */
 export function asAmphiError(e) {
   if (e instanceof AmphiError) return e;
@@ -49,7 +45,19 @@ export const env = {
   hubEndpoint: 'https://huggingface.co',
   /** Cache downloaded model files (Cache API in browsers, a folder in Node). */
   cache: true,
+  /** Accept downloaded files that come with no checksum to verify (default false). */
+  allowUnverified: false,
+  /** The largest file a download may bring, in bytes (default 16 GiB). */
+  maxFileBytes: DEFAULT_MAX_FILE_BYTES,
 };
+
+/** The download checks for one load: the `allowUnverified`/`maxFileBytes` options, else `env`'s. */
+export function downloadOptions(options) {
+  return {
+    allowUnverified: Boolean(options.allowUnverified ?? env.allowUnverified),
+    maxBytes: options.maxFileBytes ?? env.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES,
+  };
+}
 
 const DEVICES = { auto: 'auto', cpu: 'cpu', gpu: 'gpu', webgpu: 'gpu' };
 /** `dtype` (Transformers.js' names) → the engine's weight precision on a GPU. */
@@ -61,68 +69,22 @@ export function resolveRemote(model, options) {
   if (/^https?:\/\//.test(model)) {
     return { base: model.endsWith('/') ? model : `${model}/`, repo: null };
   }
-  if (!/^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/.test(model) || model.includes('..')) {
+  try {
+    validateRepoId(model);
+  } catch {
     throw new AmphiError('invalid_input', `"${model}" is neither a hub id (org/name), a URL nor a local folder`);
   }
   const endpoint = (options.endpoint ?? env.hubEndpoint).replace(/\/+$/, '');
-  const revision = options.revision ?? 'main';
+  if (!/^https?:\/\//.test(endpoint)) {
+    throw new AmphiError('invalid_input', `hub endpoint ${endpoint} is neither https nor http`);
+  }
+  // The revision names a cache folder: checked as a path component, not only URL-encoded.
+  const revision = validateRevision(options.revision ?? 'main');
   return {
     base: `${endpoint}/${model}/resolve/${encodeURIComponent(revision)}/`,
     repo: model,
     revision,
   };
-}
-
-/**
- * Downloads one file with progress events. Resolves to bytes, or `null` for a missing optional
- * file (404). `expectSha256` is checked when the hub sent one (LFS files).
- */
-export async function download(url, file, progress) {
-  let response;
-  try {
-    response = await fetch(url);
-  } catch (e) {
-    throw new AmphiError('download_failed', `${file}: ${url} could not be fetched (${e.message})`, { cause: e });
-  }
-  if (response.status === 404 || response.status === 401 || response.status === 403) {
-    if (REQUIRED_FILES.has(file)) {
-      throw new AmphiError('model_not_found', `${file}: ${url} answered ${response.status}`);
-    }
-    return null;
-  }
-  if (!response.ok) {
-    throw new AmphiError('download_failed', `${file}: ${url} answered ${response.status}`);
-  }
-  const total = Number(response.headers.get('content-length')) || 0;
-  progress?.({ status: 'download', file, loaded: 0, total });
-  const chunks = [];
-  let loaded = 0;
-  const reader = response.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    progress?.({ status: 'progress', file, loaded, total, progress: total ? (100 * loaded) / total : undefined });
-  }
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
-  if (total && loaded !== total) {
-    throw new AmphiError('download_failed', `${file}: got ${loaded} of ${total} bytes`);
-  }
-  const etag = (response.headers.get('x-linked-etag') ?? response.headers.get('etag') ?? '').replace(/^W\//, '').replaceAll('"', '');
-  if (/^[0-9a-f]{64}$/.test(etag) && globalThis.crypto?.subtle) {
-    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
-    const hex = Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
-    if (hex !== etag) {
-      throw new AmphiError('download_failed', `${file}: sha256 ${hex} does not match the hub's ${etag}`);
-    }
-  }
-  return bytes;
 }
 
 /** Raw pixels `{data, width, height}` (an `ImageData` or alike) as an RGBA attachment. */

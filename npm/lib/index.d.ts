@@ -43,7 +43,11 @@ export interface PipelineOptions {
   device?: Device;
   /** Called for each download step. */
   progress?: (event: ProgressEvent) => void;
-  /** Hub revision (branch, tag or commit). Default `main`. */
+  /**
+   * Hub revision (branch, tag or commit). Default `main`. It names a cache folder, so it must be
+   * a safe path component: ASCII letters, digits, `-`, `_`, `.`, no `..` or `/`, at most 128
+   * characters (else `invalid_input`).
+   */
   revision?: string;
   /** Hub endpoint for this model (default `env.hubEndpoint`). */
   endpoint?: string;
@@ -62,6 +66,18 @@ export interface PipelineOptions {
   dtype?: DType;
   /** Cache downloaded files (default `env.cache`). */
   cache?: boolean;
+  /**
+   * Accept downloaded files that come with no checksum to verify them against (no sha256
+   * `X-Linked-Etag`/`ETag`, no git blob sha1 `ETag`). Default `env.allowUnverified` (`false`):
+   * such a download throws `unverified_download`. Browsers accept files from the page's own
+   * origin without one.
+   */
+  allowUnverified?: boolean;
+  /**
+   * The largest file a download may bring, in bytes (default `env.maxFileBytes`, 16 GiB): a
+   * larger stated size, or a stream past it, throws `download_too_large`.
+   */
+  maxFileBytes?: number;
   /**
    * Browsers: run the pipeline in a module Web Worker (`true`: one the package starts; or a
    * `Worker` you started from `amphi/worker`). The pipeline's API is the same.
@@ -236,8 +252,15 @@ export declare const env: {
   hubEndpoint: string;
   /** Default `true`. */
   cache: boolean;
-  /** Node: the cache folder (default `$AMPHI_CACHE_DIR` or `~/.cache/amphi`). */
+  /**
+   * Node: the cache folder (default `$AMPHI_CACHE_DIR` or `~/.cache/amphi`; with neither a
+   * cache folder nor a home folder, nothing is cached — never a shared temporary folder).
+   */
   cacheDir?: string;
+  /** Default `false`: downloads without a checksum throw `unverified_download`. */
+  allowUnverified: boolean;
+  /** Default 16 GiB: the largest downloaded file. */
+  maxFileBytes: number;
 };
 
 /** The files a model folder may hold that amphi reads. */

@@ -2,17 +2,19 @@
 // follows the serverless host's layout (`{cache}/hub/{org--name}/{revision}/…`), so `amphi serve`
 // and Node share what they downloaded.
 
-import { readFile, writeFile, mkdir, rename, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { initSync } from '../dist/amphi_web.js';
 import {
-  AmphiError, MODEL_FILES, REQUIRED_FILES, createApi, download, env, resolveRemote,
+  AmphiError, MODEL_FILES, REQUIRED_FILES, createApi, download, downloadOptions, env, resolveRemote,
 } from './core.js';
+import {
+  COMPLETE, cacheRoot, hubFolder, storeFolder, urlFolder,
+} from './node-cache.js';
 
 export { AmphiError, env, MODEL_FILES };
 
@@ -20,12 +22,12 @@ const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist');
 let bridgeReady = false;
 let artifact = null;
 
-/** Marks a complete download, as the serverless host does. */
-const COMPLETE = '.amphi-complete';
-
-/** The cache folder: `env.cacheDir`, `$AMPHI_CACHE_DIR`, or `~/.cache/amphi`. */
+/**
+ * The cache folder: `env.cacheDir`, `$AMPHI_CACHE_DIR`, or `~/.cache/amphi`; null (no cache)
+ * when none is known — never a shared temporary folder.
+ */
 function cacheDir() {
-  return env.cacheDir ?? process.env.AMPHI_CACHE_DIR ?? join(homedir(), '.cache', 'amphi');
+  return cacheRoot(env.cacheDir);
 }
 
 function isLocal(model) {
@@ -63,31 +65,27 @@ async function fetchFiles(model, options, progress) {
     return readFolder(dir, progress);
   }
   const remote = resolveRemote(model, options);
-  const useCache = options.cache ?? env.cache;
-  const folder = remote.repo
-    ? join(cacheDir(), 'hub', remote.repo.replace('/', '--'), remote.revision)
-    : join(cacheDir(), 'url', createHash('sha256').update(remote.base).digest('hex').slice(0, 16));
+  const root = cacheDir();
+  const useCache = Boolean((options.cache ?? env.cache) && root);
+  // Both the repo id and the revision are checked as path components before they are joined.
+  const folder = useCache && (remote.repo
+    ? hubFolder(root, remote.repo, remote.revision)
+    : urlFolder(root, remote.base));
   if (useCache && existsSync(join(folder, COMPLETE))) {
     return readFolder(folder, progress);
   }
+  // Redirects are followed by hand: the hub's own answer carries the checksums of files it
+  // sends to a CDN, and every hop's scheme is checked.
+  const checks = { ...downloadOptions(options), manualRedirects: true };
   const files = new Map();
   for (const file of MODEL_FILES) {
     progress?.({ status: 'initiate', file });
-    const bytes = await download(remote.base + file, file, progress);
+    const bytes = await download(remote.base + file, file, progress, { ...checks, required: REQUIRED_FILES.has(file) });
     if (bytes === null) continue;
     progress?.({ status: 'done', file, loaded: bytes.length, total: bytes.length, cached: false });
     files.set(file, bytes);
   }
-  if (useCache) {
-    await rm(folder, { recursive: true, force: true });
-    for (const [file, bytes] of files) {
-      const path = join(folder, file);
-      await mkdir(dirname(path), { recursive: true });
-      await writeFile(`${path}.part`, bytes);
-      await rename(`${path}.part`, path);
-    }
-    await writeFile(join(folder, COMPLETE), '');
-  }
+  if (useCache) await storeFolder(folder, files);
   return files;
 }
 

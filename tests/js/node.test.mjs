@@ -3,7 +3,9 @@
 // with progress and an offline cache, and recovery from a trap.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, mkdtempSync, mkdirSync, copyFileSync, writeFileSync, realpathSync } from 'node:fs';
+import {
+  readFileSync, mkdtempSync, mkdirSync, copyFileSync, writeFileSync, realpathSync, readdirSync, statSync,
+} from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -188,6 +190,40 @@ test('hub ids and URLs: progress, sha256 check, a cache that works offline', asy
   await offline.dispose();
   await assert.rejects(pipeline('text-classification', 'amphi-test/other', { endpoint: hub.url }), { code: 'download_failed' });
   delete env.cacheDir;
+});
+
+test('hub downloads: a revision never climbs out of the cache; files without a checksum are refused unless allowed', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'amphi-revision-'));
+  env.cacheDir = join(root, 'cache');
+  const hub = await startHub(
+    { 'amphi-test/tiny-seqcls': modelDir('tiny-bert-seqcls'), 'amphi-test/plain': modelDir('tiny-bert-seqcls') },
+    { unverified: ['amphi-test/plain'] },
+  );
+  try {
+    // Before the fix this downloaded into {cacheDir}/../../escaped (after an `rm -rf` of it).
+    for (const revision of ['../../escaped', '..', 'a/../../../escaped', 'a\\b', 'x\0y']) {
+      await assert.rejects(
+        pipeline('text-classification', 'amphi-test/tiny-seqcls', { endpoint: hub.url, revision }),
+        { code: 'invalid_input' },
+        revision,
+      );
+    }
+    assert.deepEqual(readdirSync(root), [], 'something was written');
+    assert.equal(hub.requests.length, 0, 'an unsafe revision reached the hub');
+
+    await assert.rejects(pipeline('text-classification', 'amphi-test/plain', { endpoint: hub.url }), { code: 'unverified_download' });
+    const plain = await pipeline('text-classification', 'amphi-test/plain', { endpoint: hub.url, allowUnverified: true });
+    await plain.dispose();
+    await assert.rejects(
+      pipeline('text-classification', 'amphi-test/tiny-seqcls', { endpoint: hub.url, cache: false, maxFileBytes: 1000 }),
+      { code: 'download_too_large' },
+    );
+    const cached = join(env.cacheDir, 'hub/amphi-test--plain/main');
+    assert.equal(statSync(cached).mode & 0o777, 0o700);
+  } finally {
+    await hub.close();
+    delete env.cacheDir;
+  }
 });
 
 test('a trap in the engine is an engine_crashed error; the pipeline recovers on its next call', async () => {

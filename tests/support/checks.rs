@@ -535,3 +535,70 @@ pub fn efficientnet(host: &dyn Host, model: &std::path::Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// A PNG of `width × height` pixels (a gradient along the long side): a few hundred kilobytes
+/// for tens of millions of pixels, since the rows compress to almost nothing.
+pub fn png(width: u32, height: u32) -> Result<Vec<u8>> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        let v = ((x + y) % 251) as u8;
+        image::Rgb([v, 255 - v, 128])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)?;
+    Ok(out.into_inner())
+}
+
+/// Images whose header is legal but extreme: 1 × `long` and `long` × 1 pixels, inside the host's
+/// pixel limit. tiny-vit (an exact 32 × 32 resize) classifies them; at `long` = 20 M (inside the
+/// default 40 M limit) Pillow's order would hold a 32 × 20 M intermediate (1.9 GB, the guest's
+/// memory), so the vertical pass runs first. EfficientNet-Lite0 (shortest edge 256) would need
+/// a 256 × 256·`long` resize: `input_too_large`, whose message names the aspect ratio. Neither may trap the guest or fail the host: the same host then classifies
+/// an ordinary image with the golden probabilities (abs 1e-5).
+pub fn hostile_images(host: &dyn Host, efficientnet: &std::path::Path, long: u32) -> Result<()> {
+    let vit = fixture_model("tiny-vit");
+    let run = |model: &std::path::Path, bytes: &[u8]| {
+        host.run_with(
+            Task::ImageClassification,
+            model,
+            &json!({"inputs": blob(0, None), "parameters": {"top_k": null}}),
+            &[bytes.to_vec()],
+        )
+    };
+    for (w, h) in [(1, long), (long, 1)] {
+        let bytes = png(w, h)?;
+        let what = format!("{}: a {w}×{h} PNG ({} kB)", host.name(), bytes.len() / 1000);
+        let out = run(&vit, &bytes).with_context(|| format!("{what}, tiny-vit"))?;
+        let got = scores(&out)?;
+        let total: f32 = got.iter().map(|(_, p)| p).sum();
+        ensure!(
+            got.len() == 3 && (total - 1.0).abs() < 1e-4,
+            "{what}: tiny-vit gave {out}"
+        );
+        let err = match run(efficientnet, &bytes) {
+            Ok(out) => anyhow::bail!("{what}: EfficientNet should refuse it, gave {out}"),
+            Err(e) => format!("{e:#}"),
+        };
+        ensure!(
+            err.contains("extreme aspect ratio"),
+            "{what}: EfficientNet's error should be input_too_large for the aspect ratio: {err}"
+        );
+    }
+    let g = golden("tiny-vit.json")?;
+    let case = g["cases"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["image"].is_string()))
+        .context("a tiny-vit case with an image")?;
+    let bytes = fixture_bytes(case["image"].as_str().context("image")?)?;
+    let labels: Vec<String> = (0..3)
+        .map(|i| g["id2label"][i.to_string()].as_str().map(str::to_owned))
+        .collect::<Option<_>>()
+        .context("id2label")?;
+    let want = floats(&case["probabilities"]["data"])?;
+    check_ranked(
+        &format!("{}: tiny-vit after the extreme images", host.name()),
+        &run(&vit, &bytes)?,
+        &labels,
+        &want,
+        TOL_PROB,
+    )
+}

@@ -148,6 +148,9 @@ struct RunArgs {
     /// Print the device and timings on stderr.
     #[arg(long, short)]
     verbose: bool,
+    /// Accept hub files sent without a checksum (sha256 or git blob sha1); refused by default.
+    #[arg(long)]
+    allow_unverified_downloads: bool,
 }
 
 pub(crate) fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -233,8 +236,24 @@ fn read_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
     Ok(Inputs::Many(inputs))
 }
 
-fn cache_dir() -> PathBuf {
+/// amphi's cache folder; `None` when neither `$AMPHI_CACHE_DIR` nor `$HOME` is set (no shared
+/// temporary fallback: see `amphi_serve::default_cache_dir`).
+fn cache_root() -> Option<PathBuf> {
     amphi_serve::default_cache_dir()
+}
+
+/// The cache folder for `amphi bench` (bench.rs): without `$AMPHI_CACHE_DIR`/`$HOME`, a folder in
+/// the temporary directory, which the module cache only uses when this user owns it privately.
+fn cache_dir() -> PathBuf {
+    cache_root().unwrap_or_else(|| std::env::temp_dir().join("amphi"))
+}
+
+fn no_cache_folder() -> Failure {
+    Failure {
+        code: "missing_file".into(),
+        client: true,
+        message: "no cache folder: set AMPHI_CACHE_DIR (or HOME)".into(),
+    }
 }
 
 /// `$AMPHI_WASM`, else `amphi.wasm` in the build folder above this program
@@ -344,7 +363,7 @@ fn run_wasm(
     })?;
     let runtime = amphi_serve::Runtime::new(
         artifact,
-        Some(&cache_dir().join("wasm")),
+        cache_root().map(|d| d.join("wasm")).as_deref(),
         amphi_serve::GuestLimits::default(),
     )
     .map_err(host_failure)?
@@ -376,18 +395,29 @@ fn run_wasm(
 
 /// A model folder: local, or fetched from the hub into the cache.
 fn model_folder(source: &str) -> Result<PathBuf, Failure> {
+    model_folder_with(source, false)
+}
+
+/// [`model_folder`], optionally accepting hub files sent without a checksum.
+fn model_folder_with(source: &str, allow_unverified: bool) -> Result<PathBuf, Failure> {
     use std::io::IsTerminal;
-    amphi_serve::hub::resolve(source, &cache_dir(), std::io::stderr().is_terminal()).map_err(|e| {
-        Failure {
-            code: "missing_file".into(),
-            client: true,
-            message: e.to_string(),
-        }
+    if std::path::Path::new(source).is_dir() {
+        return Ok(PathBuf::from(source));
+    }
+    let hub = amphi_serve::hub::Hub::from_env(cache_root().ok_or_else(no_cache_folder)?)
+        .with_progress(std::io::stderr().is_terminal())
+        .allow_unverified(allow_unverified);
+    amphi_serve::hub::resolve_with(source, &hub).map_err(|e| Failure {
+        code: "missing_file".into(),
+        client: true,
+        message: e.to_string(),
     })
 }
 
 fn run(mut args: RunArgs) -> Result<(), Failure> {
-    args.model = model_folder(&args.model)?.to_string_lossy().into_owned();
+    args.model = model_folder_with(&args.model, args.allow_unverified_downloads)?
+        .to_string_lossy()
+        .into_owned();
     let image_task = matches!(args.task, TaskArg::ImageClassification);
     let (inputs, attachments) = if image_task {
         let (refs, blobs) = read_images(&args)?;
@@ -560,6 +590,21 @@ struct ServeArgs {
     /// Most inputs per request (413 beyond).
     #[arg(long, default_value_t = 64)]
     max_inputs: usize,
+    /// Connections served at once; one more is answered 503 at once, unread.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Longest wait for a request's head (and a kept-alive connection's idle time), in ms.
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Longest wait for a request's body, in ms (408 beyond).
+    #[arg(long, default_value_t = 30_000)]
+    body_timeout_ms: u64,
+    /// Longest stall writing a response to a client that does not read it, in ms.
+    #[arg(long, default_value_t = 30_000)]
+    write_timeout_ms: u64,
+    /// On SIGTERM, how long the requests in flight may take to finish, in ms.
+    #[arg(long, default_value_t = 60_000)]
+    drain_timeout_ms: u64,
     /// Truncate every input to at most this many tokens (default: the model's maximum).
     #[arg(long)]
     max_tokens: Option<usize>,
@@ -581,6 +626,9 @@ struct ServeArgs {
     /// Do not cache the precompiled module.
     #[arg(long)]
     no_cache: bool,
+    /// Accept hub files sent without a checksum (sha256 or git blob sha1); refused by default.
+    #[arg(long)]
+    allow_unverified_downloads: bool,
     /// Serve /debug/panic and /debug/spin (for tests).
     #[arg(long, hide = true)]
     debug_endpoints: bool,
@@ -597,7 +645,9 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         message: e,
     };
     let models = if args.models.is_empty() {
-        let dir = cache_dir().join("models/all-MiniLM-L6-v2");
+        let dir = cache_root()
+            .ok_or_else(no_cache_folder)?
+            .join("models/all-MiniLM-L6-v2");
         if !dir.join("model.safetensors").is_file() {
             return Err(Failure {
                 code: "missing_file".into(),
@@ -614,9 +664,10 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         args.models
             .iter()
             .map(|m| match m.split_once('=') {
-                Some((name, source)) if !name.is_empty() => {
-                    Ok((name.to_owned(), model_folder(source)?))
-                }
+                Some((name, source)) if !name.is_empty() => Ok((
+                    name.to_owned(),
+                    model_folder_with(source, args.allow_unverified_downloads)?,
+                )),
                 _ => Err(Failure {
                     code: "invalid_input".into(),
                     client: true,
@@ -647,7 +698,10 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     let config = amphi_serve::ServeConfig {
         addr: args.addr,
         artifact: args.artifact.unwrap_or_else(default_artifact),
-        cache_dir: (!args.no_cache).then(|| cache_dir().join("wasm")),
+        cache_dir: (!args.no_cache)
+            .then(cache_root)
+            .flatten()
+            .map(|d| d.join("wasm")),
         models,
         device: Device::from(args.device).to_string(),
         precision: args.precision.to_string(),
@@ -661,12 +715,19 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
             deadlines,
             ..amphi_serve::GuestLimits::default()
         },
-        http: amphi_serve::HttpLimits {
-            max_body_bytes: args.max_body_bytes,
-            max_inputs: args.max_inputs,
-            queue_timeout: args
+        http: {
+            let mut http = amphi_serve::HttpLimits::default();
+            http.max_body_bytes = args.max_body_bytes;
+            http.max_inputs = args.max_inputs;
+            http.queue_timeout = args
                 .queue_timeout_ms
-                .map_or(deadline, std::time::Duration::from_millis),
+                .map_or(deadline, std::time::Duration::from_millis);
+            http.max_connections = args.max_connections;
+            http.header_timeout = std::time::Duration::from_millis(args.header_timeout_ms);
+            http.body_timeout = std::time::Duration::from_millis(args.body_timeout_ms);
+            http.write_timeout = std::time::Duration::from_millis(args.write_timeout_ms);
+            http.drain_timeout = std::time::Duration::from_millis(args.drain_timeout_ms);
+            http
         },
         debug_endpoints: args.debug_endpoints,
         www: args.www,

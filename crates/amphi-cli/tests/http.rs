@@ -717,6 +717,8 @@ fn http_image_classification() -> Result<()> {
     let server = spawn(cmd)?;
     checks::tiny_vit(&server)?;
     checks::efficientnet(&server, &effnet)?;
+    // Extreme aspect ratios at this server's pixel limit (1 M): 200 or 413, never a 500.
+    checks::hostile_images(&server, &effnet, 1_000_000)?;
 
     let png = std::fs::read(amphi_tests::fixtures().join("images/chelsea.png"))?;
     let path = "/v1/pipelines/image-classification?model=tiny-vit";

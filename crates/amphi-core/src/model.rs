@@ -135,7 +135,9 @@ impl From<Pooling> for Option<Reduce> {
 pub struct LoadOptions {
     /// The device to run on.
     pub device: Device,
-    /// Overrides the maximum sequence length (tokens, special tokens included).
+    /// Overrides the maximum sequence length (tokens, special tokens included). It is also a
+    /// cap: a request's own `max_length` above it is clamped to it (an operator's limit, such
+    /// as `amphi serve --max-tokens`, cannot be raised by a client).
     pub max_length: Option<usize>,
     /// The host's GPU (for [`Device::Gpu`] and [`Device::Auto`]): `amphi_gpu::WgpuHost`
     /// natively; inside `amphi.wasm`, the host's `amphi_gpu` imports.
@@ -216,6 +218,8 @@ pub struct TextModel {
     tokenizer: TextTokenizer,
     config: Config,
     max_length: usize,
+    /// The loader's `max_length`, which requests cannot exceed.
+    max_length_cap: Option<usize>,
     embedding: EmbeddingDefaults,
 }
 
@@ -363,6 +367,7 @@ impl TextModel {
             tokenizer,
             config,
             max_length,
+            max_length_cap: options.max_length,
             embedding,
         })
     }
@@ -441,7 +446,7 @@ impl TextModel {
                     self.config.max_position_embeddings
                 )));
             }
-            Some(m) => m,
+            Some(m) => m.min(self.max_length_cap.unwrap_or(m)),
             None => self.max_length,
         };
         crate::profile::timed("tokenize", || {

@@ -73,11 +73,17 @@ impl TextTokenizer {
     /// Loads `tokenizer.json`. Padded positions get `pad_id`, else the tokenizer's `[PAD]`, else 0
     /// (they are masked, so the choice only matters for bit-compatibility with references).
     pub fn from_bytes(bytes: &[u8], pad_id: Option<u32>) -> Result<Self> {
+        let invalid = |message: String| Error::InvalidJson {
+            file: TOKENIZER_FILE.to_owned(),
+            message,
+        };
+        // tokenizers 0.23 panics (`expect("Helper")` in its decoder's deserializer) when the
+        // JSON is malformed inside `decoder`; a syntax pass first, which allocates nothing,
+        // turns every such file into a typed error before tokenizers sees it.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map_err(|e| invalid(e.to_string()))?;
         let mut inner =
-            tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::InvalidJson {
-                file: TOKENIZER_FILE.to_owned(),
-                message: e.to_string(),
-            })?;
+            tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
         inner.with_padding(None);
         inner.with_truncation(None).map_err(tok_err)?;
         let pad_id = pad_id.or_else(|| inner.token_to_id("[PAD]")).unwrap_or(0);
@@ -152,9 +158,13 @@ impl TextTokenizer {
                 ),
             });
         }
+        // One input is one op: the host may stop the call between two of them.
         let encodings = inputs
             .iter()
-            .map(|input| self.encode(input, max_length))
+            .map(|input| {
+                crate::interrupt::check()?;
+                self.encode(input, max_length)
+            })
             .collect::<Result<Vec<_>>>()?;
         let seq = encodings.iter().map(Encoding::len).max().unwrap_or(0);
         let batch = encodings.len();
@@ -245,5 +255,29 @@ impl Tokenizer {
             .encode_char_offsets(text, false)
             .map(Encoded::from)
             .map_err(tok_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `tokenizer.json` cut inside its `decoder`: tokenizers itself panics on it, amphi
+    /// answers a typed error.
+    #[test]
+    fn malformed_decoder_is_a_typed_error() {
+        let cut = br###"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+            "normalizer":null,"pre_tokenizer":null,"post_processor":null,
+            "decoder":{"type":"WordPiece","prefix":"##","cleanup":tr"###;
+        let upstream = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(cut));
+        assert!(
+            upstream.is_err(),
+            "tokenizers no longer panics here: the syntax pass in from_bytes may be dropped"
+        );
+        let err = TextTokenizer::from_bytes(cut, None).expect_err("cut JSON loads");
+        assert!(
+            matches!(err, Error::InvalidJson { ref file, .. } if file == TOKENIZER_FILE),
+            "{err:?}"
+        );
     }
 }

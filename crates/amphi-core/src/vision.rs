@@ -228,13 +228,10 @@ impl ImageModel {
         })
     }
 
-    /// Preprocesses images into one `pixel_values` batch.
-    pub(crate) fn pixel_values(&self, images: &[Image]) -> Vec<f32> {
+    /// The `pixel_values` of one image (its resize bounded by `max_image_pixels`).
+    pub(crate) fn pixel_values(&self, image: &Image) -> Result<Vec<f32>> {
         crate::profile::timed("preprocess", || {
-            images
-                .iter()
-                .flat_map(|i| self.preprocessor.pixel_values(i))
-                .collect()
+            self.preprocessor.pixel_values(image, self.max_pixels)
         })
     }
 }

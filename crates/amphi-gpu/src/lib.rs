@@ -28,12 +28,23 @@
 //! bindings 1, 2, … in the order [`GpuHost::dispatch`] receives them. Work is recorded in order
 //! and submitted at the latest when something is read back, so a readback sees every earlier
 //! dispatch and write.
+//!
+//! # Contexts
+//!
+//! A host may serve several users (guest instances) on one device. [`GpuHost::open_context`]
+//! gives each an isolated context, itself a [`GpuHost`]: its buffers are visible only in it, its
+//! work is recorded and submitted on its own, and a command it gets wrong (a bad pipeline, an
+//! out-of-range binding, a validation error) fails its own call, never another context's
+//! dispatch or readback. Pipelines are immutable and may be shared by the contexts of a device.
+//! Dropping a context frees its buffers and discards its unsubmitted work.
 
 #[cfg(feature = "wgpu")]
 mod wgpu_host;
 
 #[cfg(feature = "wgpu")]
-pub use wgpu_host::WgpuHost;
+pub use wgpu_host::{WgpuConfig, WgpuContext, WgpuHost};
+
+use std::sync::Arc;
 
 /// A GPU buffer (storage, copy source and destination), owned by the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +70,31 @@ pub struct AdapterInfo {
     pub max_storage_binding: u64,
     /// Most invocations in one workgroup.
     pub max_workgroup_invocations: u32,
+}
+
+/// Per-instance limits a host puts on one guest's GPU use (the serverless host enforces them in
+/// its `amphi_gpu` imports: a `create_buffer` or `create_pipeline` past a limit fails with a message in
+/// `last_error`, and the instance keeps working once it frees buffers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuQuota {
+    /// Buffers one instance may hold at once.
+    pub max_buffers: u32,
+    /// Bytes (sizes rounded up to 4) all of one instance's buffers may hold together.
+    pub max_bytes: u64,
+    /// Distinct pipelines one instance may create (pipelines are never destroyed).
+    pub max_pipelines: u32,
+}
+
+impl Default for GpuQuota {
+    /// 8,192 buffers, 4 GiB and 256 pipelines: a large text model on the GPU needs a few
+    /// hundred buffers, about twice its weights in bytes, and ten kernels.
+    fn default() -> Self {
+        Self {
+            max_buffers: 8192,
+            max_bytes: 4 << 30,
+            max_pipelines: 256,
+        }
+    }
 }
 
 /// The largest kernel parameter block [`GpuHost::dispatch`] takes.
@@ -89,6 +125,10 @@ pub enum GpuError {
     /// Anything else the device reported (out of memory, a lost device, validation).
     #[error("GPU: {0}")]
     Device(String),
+    /// The device did not finish the work a readback waits for in time (a hung or overloaded
+    /// device); the context stays usable.
+    #[error("GPU: the device did not finish within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// The outcome of [`GpuHost::read_buffer`].
@@ -143,4 +183,10 @@ pub trait GpuHost: Send + Sync + std::fmt::Debug {
     /// Submits the recorded work and reads `size` bytes at `offset` back: at once, or (in a
     /// browser) later, after the engine has returned to its host.
     fn read_buffer(&self, buffer: BufferId, offset: u64, size: u64) -> Result<Readback, GpuError>;
+
+    /// A new isolated context on the same device (see "Contexts" above), or `None` when this
+    /// host cannot isolate its users (the default): then they share it.
+    fn open_context(&self) -> Option<Arc<dyn GpuHost>> {
+        None
+    }
 }

@@ -22,6 +22,47 @@ pub enum Error {
         #[source]
         source: GuestError,
     },
+    /// A hub redirect would leave HTTPS (or, from a plain-http endpoint, leave http/https).
+    #[error(
+        "model `{repo}`: {file}: refused redirect from {from} to {to} (downloads never leave https)"
+    )]
+    InsecureRedirect {
+        repo: String,
+        file: String,
+        from: String,
+        to: String,
+    },
+    /// A download is larger than the configured cap (stated up front or while streaming).
+    #[error("model `{repo}`: {file}: larger than the download limit of {limit} bytes")]
+    DownloadTooLarge {
+        repo: String,
+        file: String,
+        limit: u64,
+    },
+    /// The hub offered no checksum to verify a download against, and unverified downloads are
+    /// not allowed.
+    #[error(
+        "model `{repo}`: {file}: the hub sent no sha256 or git blob sha1 to check it against; \
+         refusing an unverified download (--allow-unverified-downloads accepts it)"
+    )]
+    Unverified { repo: String, file: String },
+    /// A download's length or content does not match what the hub stated.
+    #[error("model `{repo}`: {file}: integrity check failed: {message}")]
+    Integrity {
+        repo: String,
+        file: String,
+        message: String,
+    },
+    /// A repo id, revision or file name that is not a safe path component.
+    #[error("hub path `{value}`: {reason}")]
+    InvalidHubPath { value: String, reason: &'static str },
+    /// The cache could not be written (full disk, permissions) or is not trusted.
+    #[error("cache {}: {source}", path.display())]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// `--device gpu` and no GPU could be opened.
     #[error("no GPU available: {0}")]
     Gpu(String),

@@ -18,11 +18,16 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use crate::metrics::Metrics;
-use crate::pool::{Pool, PoolError};
+use crate::pool::{Admission, Pool, PoolError};
 use crate::runtime::ABI_VERSION;
 
-/// Request limits enforced before anything reaches a guest.
+/// Request limits enforced before anything reaches a guest. Together with the pool's size
+/// they bound what one server holds (README, "Reliability"): at most `max_connections`
+/// connections, each with a [`crate::listen::HEAD_BUFFER`] head buffer; at most `instances +
+/// max_waiting` admitted requests, each with a body of at most `max_body_bytes` and a parse
+/// of at most `max_json_values` JSON values.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct HttpLimits {
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
@@ -30,6 +35,19 @@ pub struct HttpLimits {
     pub max_inputs: usize,
     /// Longest wait for a free instance.
     pub queue_timeout: Duration,
+    /// Connections served at once; one more is answered 503 without being read.
+    pub max_connections: usize,
+    /// Longest time for a request head to arrive (and for a kept-alive connection to idle).
+    pub header_timeout: Duration,
+    /// Longest time for a request body to arrive (408 beyond).
+    pub body_timeout: Duration,
+    /// Longest stall while writing a response to a client that does not read it.
+    pub write_timeout: Duration,
+    /// Most JSON values (numbers, strings, arrays, objects …) in one request body (413
+    /// beyond): bounds how far a parsed body may grow past its bytes.
+    pub max_json_values: usize,
+    /// On shutdown, how long the connections may take to finish the requests they have.
+    pub drain_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -38,6 +56,12 @@ impl Default for HttpLimits {
             max_body_bytes: 16 << 20,
             max_inputs: 64,
             queue_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_json_values: 1 << 16,
+            drain_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -85,7 +109,9 @@ fn status_for(code: &str) -> StatusCode {
         "invalid_input" | "invalid_json" | "invalid_image" | "tokenizer_error"
         | "unsupported_task" => StatusCode::BAD_REQUEST,
         "input_too_large" | "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "request_timeout" => StatusCode::REQUEST_TIMEOUT,
         "model_not_found" | "not_found" => StatusCode::NOT_FOUND,
+        "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
         "overloaded" => StatusCode::TOO_MANY_REQUESTS,
         "unavailable" | "device_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         "deadline_exceeded" => StatusCode::GATEWAY_TIMEOUT,
@@ -134,29 +160,92 @@ impl IntoResponse for ApiError {
 #[derive(Clone)]
 struct ErrorCode(String);
 
-/// Reads the body within the size limit: 413 when it is larger, 400 when it breaks off.
+/// Reads the body within the size limit and the body timeout: 413 when it is larger, 408 when
+/// it does not arrive in time, 400 when it breaks off.
 async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, state.limits.max_body_bytes)
-        .await
-        .map_err(|e| {
-            let too_large = std::iter::successors(
-                std::error::Error::source(&e),
-                |s: &&(dyn std::error::Error + 'static)| s.source(),
+    let limits = state.limits;
+    let read = axum::body::to_bytes(body, limits.max_body_bytes);
+    let Ok(read) = tokio::time::timeout(limits.body_timeout, read).await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                limits.body_timeout.as_millis()
+            ),
+        ));
+    };
+    read.map_err(|e| {
+        let too_large = std::iter::successors(
+            std::error::Error::source(&e),
+            |s: &&(dyn std::error::Error + 'static)| s.source(),
+        )
+        .any(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body larger than {} bytes", limits.max_body_bytes),
             )
-            .any(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!(
-                        "request body larger than {} bytes",
-                        state.limits.max_body_bytes
-                    ),
-                )
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {e}"))
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+/// Counts the values of a JSON text without parsing it (strings skipped, escapes included),
+/// stopping at `max + 1`: each value, container or scalar, costs one.
+fn json_values(bytes: &[u8], max: usize) -> usize {
+    let mut count = 0;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut in_scalar = false;
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
             }
-        })
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                in_scalar = false;
+                count += 1;
+            }
+            b'[' | b'{' => {
+                in_scalar = false;
+                count += 1;
+            }
+            b',' | b':' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r' => in_scalar = false,
+            _ if !in_scalar => {
+                in_scalar = true;
+                count += 1;
+            }
+            _ => {}
+        }
+        if count > max {
+            break;
+        }
+    }
+    count
+}
+
+fn parse_json_within<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    max_values: usize,
+) -> Result<T, ApiError> {
+    if json_values(bytes, max_values) > max_values {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request has more than {max_values} JSON values"),
+        ));
+    }
+    parse_json(bytes)
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -206,6 +295,7 @@ fn check_count(state: &AppState, n: usize) -> Result<(), ApiError> {
 /// JSON and the tokens processed.
 async fn run_guest(
     state: &AppState,
+    admission: Admission,
     model: usize,
     task: &'static str,
     request: Vec<u8>,
@@ -213,7 +303,7 @@ async fn run_guest(
 ) -> Result<(Vec<u8>, usize), ApiError> {
     let (body, tokens) = state
         .pool
-        .run(state.limits.queue_timeout, move |w| {
+        .run(admission, state.limits.queue_timeout, move |w| {
             let attachments: Vec<&[u8]> = attachments.iter().map(|b| &b[..]).collect();
             w.run(model, task, &request, &attachments)
         })
@@ -245,8 +335,9 @@ struct EmbeddingsRequest {
 
 /// `POST /v1/embeddings`: OpenAI's embeddings API.
 async fn embeddings(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let admission = state.pool.admit()?;
     let bytes = read_body(&state, body).await?;
-    let req: EmbeddingsRequest = parse_json(&bytes)?;
+    let req: EmbeddingsRequest = parse_json_within(&bytes, state.limits.max_json_values)?;
     let texts = match serde_json::from_value::<EmbeddingInput>(req.input) {
         Ok(EmbeddingInput::One(t)) => vec![t],
         Ok(EmbeddingInput::Many(v)) => v,
@@ -289,7 +380,15 @@ async fn embeddings(State(state): State<AppState>, body: Body) -> Result<Respons
         json!({"inputs": texts, "parameters": {"pooling": pooling, "normalize": normalize}});
     let model_name = info.name.clone();
     let request = serde_json::to_vec(&request).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let (out, tokens) = run_guest(&state, index, "feature-extraction", request, Vec::new()).await?;
+    let (out, tokens) = run_guest(
+        &state,
+        admission,
+        index,
+        "feature-extraction",
+        request,
+        Vec::new(),
+    )
+    .await?;
     let vectors: Vec<Vec<f32>> = serde_json::from_slice(&out).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -338,6 +437,7 @@ async fn image_body(
     content_type: &str,
     bytes: Bytes,
     query: &ModelQuery,
+    max_json_values: usize,
 ) -> Result<(serde_json::Map<String, Value>, Vec<Bytes>), ApiError> {
     let mut req = serde_json::Map::new();
     let mut parameters = serde_json::Map::new();
@@ -369,11 +469,14 @@ async fn image_body(
                         .map_err(|_| ApiError::bad_request("`top_k` must be a number"))?;
                     parameters.insert("top_k".into(), k.into());
                 }
-                "parameters" => parameters.extend(parse_json::<serde_json::Map<String, Value>>(
-                    text.as_bytes(),
+                "parameters" => parameters.extend(parse_json_within::<
+                    serde_json::Map<String, Value>,
+                >(
+                    text.as_bytes(), max_json_values
                 )?),
                 "request" => {
-                    let mut r: serde_json::Map<String, Value> = parse_json(text.as_bytes())?;
+                    let mut r: serde_json::Map<String, Value> =
+                        parse_json_within(text.as_bytes(), max_json_values)?;
                     explicit_inputs = r.remove("inputs");
                     if let Some(Value::Object(p)) = r.remove("parameters") {
                         parameters.extend(p);
@@ -427,6 +530,7 @@ async fn pipeline(
             ));
         }
     };
+    let admission = state.pool.admit()?;
     let bytes = read_body(&state, body).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -435,9 +539,12 @@ async fn pipeline(
         .to_ascii_lowercase();
     let json_body = content_type.starts_with("application/json") || content_type.is_empty();
     let (mut req, attachments) = if task == "image-classification" && !json_body {
-        image_body(&content_type, bytes, &query).await?
+        image_body(&content_type, bytes, &query, state.limits.max_json_values).await?
     } else {
-        (parse_json(&bytes)?, Vec::new())
+        (
+            parse_json_within(&bytes, state.limits.max_json_values)?,
+            Vec::new(),
+        )
     };
     let name = match req.remove("model") {
         Some(Value::String(s)) => Some(s),
@@ -452,7 +559,7 @@ async fn pipeline(
     };
     check_count(&state, count)?;
     let request = serde_json::to_vec(&req).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let (out, _) = run_guest(&state, index, task, request, attachments).await?;
+    let (out, _) = run_guest(&state, admission, index, task, request, attachments).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -560,9 +667,10 @@ async fn debug_hook(
             ));
         }
     };
+    let admission = state.pool.admit()?;
     state
         .pool
-        .run(state.limits.queue_timeout, move |w| {
+        .run(admission, state.limits.queue_timeout, move |w| {
             Err::<(), _>(if spin {
                 w.guest().debug_spin()
             } else {
@@ -571,6 +679,16 @@ async fn debug_hook(
         })
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A known path with another method: the documented JSON error, not axum's empty 405 (found
+/// by the http_request fuzz target; `fuzz/regressions/http_request/options-405-without-json`).
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
 }
 
 async fn fallback() -> ApiError {
@@ -615,6 +733,57 @@ async fn model_file(
     }
 }
 
+/// The code of an error answered by something else than a handler (axum's extractors,
+/// `ServeFile`'s ranges): by its status.
+fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "invalid_input",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::RANGE_NOT_SATISFIABLE => "range_not_satisfiable",
+        StatusCode::TOO_MANY_REQUESTS => "overloaded",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::GATEWAY_TIMEOUT => "deadline_exceeded",
+        s if s.is_client_error() => "invalid_request",
+        _ => "internal_error",
+    }
+}
+
+/// Gives an error response that no handler built (a rejected path or query, an unsatisfiable
+/// range) the documented JSON body with a stable code, keeping its status and headers (`Allow`,
+/// `Content-Range`); found by the http_request fuzz target
+/// (`fuzz/regressions/http_request/path-not-utf8`, `range-416-without-json`).
+async fn typed_error(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<ErrorCode>().is_some()
+    {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // The original text (axum's rejections explain themselves); a few KiB at most.
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let mut typed = ApiError::new(status, code_for(status), message).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    for (name, value) in typed.headers() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    parts
+        .extensions
+        .extend(std::mem::take(typed.extensions_mut()));
+    Response::from_parts(parts, typed.into_body())
+}
+
 /// Request log, metrics, and the cross-origin isolation headers pages need for wasm threads.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
@@ -623,7 +792,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().clone();
     let started = Instant::now();
-    let mut response = next.run(request).await;
+    let mut response = typed_error(next.run(request).await).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.request(&route, status, elapsed);
@@ -664,7 +833,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/amphi.wasm", get(artifact))
         .route("/debug/{what}", post(debug_hook))
-        .route("/models/{name}/{*file}", get(model_file));
+        .route("/models/{name}/{*file}", get(model_file))
+        .method_not_allowed_fallback(method_not_allowed);
     let router = match &state.www {
         Some(dir) => router.fallback_service(
             tower_http::services::ServeDir::new(dir)
@@ -676,4 +846,36 @@ pub fn router(state: AppState) -> Router {
     router
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_values;
+
+    /// The pre-parse count: one per value, strings (with escaped quotes) skipped whole, and it
+    /// stops one past the limit.
+    #[test]
+    fn json_values_are_counted_without_parsing() {
+        for (text, want) in [
+            ("1", 1),
+            ("[]", 1),
+            (r#"{"a": [1, 2.5e3, true, null], "b": "x,\"y\"[{"}"#, 9),
+            ("  [ -1 , 2 ]  ", 3),
+            (r#""\\""#, 1),
+        ] {
+            assert_eq!(json_values(text.as_bytes(), 100), want, "{text}");
+            let parsed: serde_json::Value = serde_json::from_str(text).expect("valid");
+            fn count(v: &serde_json::Value) -> usize {
+                1 + match v {
+                    serde_json::Value::Array(a) => a.iter().map(count).sum(),
+                    // Keys count as values too in the scan.
+                    serde_json::Value::Object(o) => o.values().map(|v| 1 + count(v)).sum(),
+                    _ => 0,
+                }
+            }
+            assert_eq!(count(&parsed), want, "{text}: against serde_json");
+        }
+        let many = format!("[{}0]", "0,".repeat(10_000));
+        assert_eq!(json_values(many.as_bytes(), 50), 51);
+    }
 }

@@ -28,6 +28,7 @@ mod error;
 mod gpu_imports;
 pub mod http;
 pub mod hub;
+mod listen;
 mod metrics;
 pub mod pool;
 mod profile;
@@ -45,13 +46,19 @@ pub use runtime::{ABI_VERSION, Artifact, Deadlines, Guest, GuestLimits, ModuleTi
 use pool::{ModelSpec, Pool};
 
 /// amphi's cache folder (models, hub downloads, precompiled modules): `$AMPHI_CACHE_DIR`, else
-/// `$HOME/.cache/amphi`. `xtask` and the test support crate follow the same convention.
-pub fn default_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("AMPHI_CACHE_DIR") {
-        return PathBuf::from(dir);
+/// `$HOME/.cache/amphi`; `None` when neither is set (or both are empty).
+///
+/// There is deliberately no fallback to a shared temporary folder (`/tmp`): any local user can
+/// create paths there first, and the cache holds precompiled modules (`.cwasm`), which are
+/// native code the server runs, and model files it trusts. Without a cache folder, modules are
+/// compiled at every start and hub downloads are refused; set `AMPHI_CACHE_DIR`. Folders amphi
+/// creates in the cache are private to the user (0700 on Unix).
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = set("AMPHI_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
     }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".cache/amphi")
+    set("HOME").map(|home| PathBuf::from(home).join(".cache/amphi"))
 }
 
 /// Reads a Hugging Face model folder into a [`ModelSpec`].
@@ -190,15 +197,27 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The router this server answers with, for driving it without a socket (fuzzing, tests):
+    /// `tower::ServiceExt::oneshot(server.router(), request)`.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
     /// Serves until `shutdown` resolves, then finishes the requests in flight.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         tracing::info!(addr = %self.local_addr()?, "serving");
-        axum::serve(self.listener, http::router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let (limits, metrics) = (self.state.limits, self.state.metrics.clone());
+        listen::serve(
+            self.listener,
+            http::router(self.state),
+            limits,
+            metrics,
+            shutdown,
+        )
+        .await?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::pool::PoolStats;
@@ -30,6 +31,9 @@ struct Series {
 #[derive(Default)]
 pub struct Metrics {
     series: Mutex<Series>,
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    connections_refused: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -68,6 +72,27 @@ impl Metrics {
         if let Ok(mut s) = self.series.lock() {
             *s.errors.entry(code.to_owned()).or_default() += 1;
         }
+    }
+
+    /// A connection was accepted and is being served.
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A served connection ended.
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A connection over the cap was answered 503 and closed.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections being served now.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
     }
 
     /// Records tokens processed.
@@ -148,6 +173,22 @@ impl Metrics {
             out,
             "# TYPE amphi_tokens_total counter\namphi_tokens_total {}",
             s.tokens
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP amphi_connections Connections being served.\n# TYPE amphi_connections gauge\n\
+             amphi_connections {}",
+            self.connections_open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP amphi_connections_total Connections by outcome: served, or refused at the cap.\n\
+             # TYPE amphi_connections_total counter\n\
+             amphi_connections_total{{outcome=\"served\"}} {}\n\
+             amphi_connections_total{{outcome=\"refused\"}} {}",
+            self.connections_total.load(Ordering::Relaxed),
+            self.connections_refused.load(Ordering::Relaxed)
         );
 
         let _ = writeln!(out, "# HELP amphi_instances wasm instances by state.");

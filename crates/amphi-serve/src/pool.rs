@@ -181,18 +181,30 @@ impl Pool {
         }
     }
 
-    /// Runs `f` on an idle instance, waiting at most `wait` for one. At most `size + max_waiting`
-    /// requests are admitted at once; more are refused with [`PoolError::Overloaded`].
-    pub async fn run<T, F>(self: &Arc<Self>, wait: Duration, f: F) -> Result<T, PoolError>
+    /// Admits one request, or refuses it with [`PoolError::Overloaded`] when `size +
+    /// max_waiting` are admitted already. Handlers ask before they read a body, so a refused
+    /// request costs no memory; the admission counts until the request's work is done (also
+    /// when its client went away before).
+    pub fn admit(self: &Arc<Self>) -> Result<Admission, PoolError> {
+        let admitted = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let admission = Admission(Arc::clone(self));
+        if admitted >= self.size + self.max_waiting {
+            return Err(PoolError::Overloaded(admitted));
+        }
+        Ok(admission)
+    }
+
+    /// Runs `f` for an admitted request on an idle instance, waiting at most `wait` for one.
+    pub async fn run<T, F>(
+        self: &Arc<Self>,
+        admission: Admission,
+        wait: Duration,
+        f: F,
+    ) -> Result<T, PoolError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Worker) -> Result<T, GuestError> + Send + 'static,
     {
-        let admitted = self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let _guard = InFlight(self);
-        if admitted >= self.size + self.max_waiting {
-            return Err(PoolError::Overloaded(admitted));
-        }
         let permit = tokio::time::timeout(wait, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| PoolError::Busy(wait))?
@@ -204,11 +216,12 @@ impl Pool {
         .ok_or_else(|| GuestError::Trap {
             message: "no idle instance behind a permit".into(),
         })?;
-        // The worker and its permit travel together into the blocking task, which hands them
-        // back (or rebuilds the worker) itself: if this future is dropped (the client went away),
-        // nothing is lost.
+        // The worker, its permit and the admission travel together into the blocking task,
+        // which hands them back (or rebuilds the worker) itself: if this future is dropped (the
+        // client went away), nothing is lost and the request still counts until it ends.
         let pool = Arc::clone(self);
         let result = tokio::task::spawn_blocking(move || {
+            let _admission = admission;
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut worker)))
                 .unwrap_or_else(|_| {
                     Err(GuestError::Trap {
@@ -272,9 +285,11 @@ impl Pool {
     }
 }
 
-struct InFlight<'a>(&'a Pool);
+/// One admitted request ([`Pool::admit`]); dropping it ends the admission.
+#[derive(Debug)]
+pub struct Admission(Arc<Pool>);
 
-impl Drop for InFlight<'_> {
+impl Drop for Admission {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }

@@ -144,6 +144,14 @@ fn goldens_through_the_artifact() -> Result<()> {
     Ok(())
 }
 
+/// Extreme aspect ratios inside the default pixel limit (they used to trap the guest with
+/// `capacity overflow` or run it out of memory): classified or `input_too_large`, and the same
+/// instance keeps serving.
+#[test]
+fn extreme_images_do_not_trap_the_guest() -> Result<()> {
+    checks::hostile_images(&wasm()?, &efficientnet_dir(), 20_000_000)
+}
+
 /// The same goldens with the artifact on the GPU: its WGSL kernels through the `amphi_gpu`
 /// imports, served by this host with wgpu.
 #[test]

@@ -27,6 +27,18 @@ fn bytes(memory: &MemorySlot, ptr: i32, len: i32) -> Result<Vec<u8>, String> {
     Ok(Uint8Array::new_with_byte_offset_and_length(&buffer, ptr as u32, len as u32).to_vec())
 }
 
+/// Checks that `[ptr, ptr + len)` lies in guest memory (which only grows), before a readback
+/// is started that will write there.
+fn check_destination(memory: &MemorySlot, ptr: i32, len: i32) -> Result<(), String> {
+    let memory = memory.borrow();
+    let memory = memory.as_ref().ok_or("no guest memory")?;
+    let buffer = memory.buffer().unchecked_into::<js_sys::ArrayBuffer>();
+    if ptr as u32 as f64 + len as u32 as f64 > buffer.byte_length() as f64 {
+        return Err("a GPU readback pointed outside guest memory".to_owned());
+    }
+    Ok(())
+}
+
 pub(crate) fn write(memory: &MemorySlot, ptr: i32, data: &[u8]) -> Result<(), String> {
     let memory = memory.borrow();
     let memory = memory.as_ref().ok_or("no guest memory")?;
@@ -212,6 +224,7 @@ impl WebGpu {
         let read_buffer: F4 = Closure::new(move |buffer: i32, offset: i32, size: i32, dst: i32| {
             let r = (|| {
                 let id = g.owned(buffer)?;
+                check_destination(&g.memory, dst, size)?;
                 match g
                     .host
                     .read_buffer(id, u64::from(offset as u32), u64::from(size as u32))

@@ -236,7 +236,19 @@ impl Image {
     }
 
     /// Pillow's `Image.resize((width, height), filter)`, bit-exact for the convolution filters.
+    /// Its intermediate holds `width × self.height()` pixels: for untrusted images, bound the
+    /// sizes first (as [`Preprocessor::prepare`] does).
     pub fn resize(&self, width: usize, height: usize, filter: Filter) -> Self {
+        self.resize_in(width, height, filter, resize::Order::HorizontalFirst)
+    }
+
+    pub(crate) fn resize_in(
+        &self,
+        width: usize,
+        height: usize,
+        filter: Filter,
+        order: resize::Order,
+    ) -> Self {
         Self {
             width,
             height,
@@ -246,6 +258,7 @@ impl Image {
                 3,
                 (width, height),
                 filter,
+                order,
             ),
         }
     }

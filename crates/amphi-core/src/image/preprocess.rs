@@ -7,10 +7,14 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::resize::Order;
 use super::{Filter, Image};
 use crate::error::{Error, Result};
 
 const FILE: &str = "preprocessor_config.json";
+
+/// The largest side a size in the config may ask for.
+const MAX_SIDE: u64 = 8192;
 
 /// A target size: `{"height", "width"}`, `{"shortest_edge"[, "longest_edge"]}`, or a number
 /// (a square).
@@ -38,7 +42,9 @@ pub enum Size {
 }
 
 impl Size {
-    /// The output `(width, height)` for an input of `(width, height)`.
+    /// The output `(width, height)` for an input of `(width, height)`. Computed in 128-bit
+    /// integers and saturated, so that an extreme aspect ratio yields a huge size (which
+    /// [`Preprocessor::prepare`] refuses) rather than an overflow.
     fn output(self, (w, h): (usize, usize)) -> (usize, usize) {
         match self {
             Size::Exact { height, width } => (width, height),
@@ -47,14 +53,16 @@ impl Size {
                 shortest_edge,
                 longest_edge,
             } => {
-                let (short, long) = (w.min(h), w.max(h));
-                let mut new_short = shortest_edge;
-                let mut new_long = shortest_edge * long / short;
-                if let Some(max) = longest_edge.filter(|&m| new_long > m) {
+                let wide = |v: usize| v as u128;
+                let (short, long) = (wide(w.min(h).max(1)), wide(w.max(h)));
+                let mut new_short = wide(shortest_edge);
+                let mut new_long = new_short * long / short;
+                if let Some(max) = longest_edge.map(wide).filter(|&m| new_long > m) {
                     new_short = max * new_short / new_long;
                     new_long = max;
                 }
-                let (new_short, new_long) = (new_short.max(1), new_long.max(1));
+                let narrow = |v: u128| usize::try_from(v.max(1)).unwrap_or(usize::MAX);
+                let (new_short, new_long) = (narrow(new_short), narrow(new_long));
                 if w <= h {
                     (new_short, new_long)
                 } else {
@@ -67,12 +75,13 @@ impl Size {
     fn valid(self) -> bool {
         match self {
             Size::Exact { height, width } => {
-                (1..=8192).contains(&height) && (1..=8192).contains(&width)
+                (1..=MAX_SIDE as usize).contains(&height)
+                    && (1..=MAX_SIDE as usize).contains(&width)
             }
             Size::Square(s)
             | Size::ShortestEdge {
                 shortest_edge: s, ..
-            } => (1..=8192).contains(&s),
+            } => (1..=MAX_SIDE as usize).contains(&s),
         }
     }
 }
@@ -169,13 +178,38 @@ impl Preprocessor {
         }
     }
 
-    /// Resize and crop: the 8-bit image the model sees.
-    pub fn prepare<'a>(&self, image: &'a Image) -> Cow<'a, Image> {
+    /// Resize and crop: the 8-bit image the model sees. Refuses (`input_too_large`) an image
+    /// whose resize would hold more than `max_pixels` pixels at once (at least the largest
+    /// output a valid config asks for, 8192²): the resized image, or the intermediate between
+    /// the two passes. Pillow's order (horizontal pass first) is kept whenever its
+    /// intermediate fits; only an extreme aspect ratio, one side upscaled and the other
+    /// downscaled by far, is resized vertically first (within ±1 level of Pillow's bytes).
+    pub fn prepare<'a>(&self, image: &'a Image, max_pixels: u64) -> Result<Cow<'a, Image>> {
+        let limit = max_pixels.max(MAX_SIDE * MAX_SIDE);
         let size = (image.width(), image.height());
         let mut image = match (self.do_resize, self.size) {
             (true, Some(s)) if s.output(size) != size => {
                 let (w, h) = s.output(size);
-                Cow::Owned(image.resize(w, h, self.resample))
+                let area = |a: usize, b: usize| (a as u128) * (b as u128);
+                let too_large = |what: &str, a: usize, b: usize| Error::InputTooLarge {
+                    message: format!(
+                        "a {}×{} image would be resized through a {what} of {a}×{b} pixels; the \
+                         limit is {limit} pixels (an extreme aspect ratio)",
+                        size.0, size.1
+                    ),
+                };
+                if area(w, h) > u128::from(limit) {
+                    return Err(too_large("result", w, h));
+                }
+                let order = if area(w, size.1) <= u128::from(limit) {
+                    Order::HorizontalFirst
+                } else if area(size.0, h) <= u128::from(limit) {
+                    Order::VerticalFirst
+                } else {
+                    return Err(too_large("pass", w, size.1));
+                };
+                crate::interrupt::check()?;
+                Cow::Owned(image.resize_in(w, h, self.resample, order))
             }
             _ => Cow::Borrowed(image),
         };
@@ -183,14 +217,16 @@ impl Preprocessor {
             let (cw, ch) = crop.output((image.width(), image.height()));
             image = Cow::Owned(center_crop(&image, cw, ch));
         }
-        image
+        Ok(image)
     }
 
     /// The `pixel_values` of one image: `[3, height, width]`, channels first (RGB, or BGR with
     /// `do_flip_channel_order`), rescaled and normalised in f32 as transformers does
-    /// (`u8 · factor` rounded to f32, then `(x − mean) / std`).
-    pub fn pixel_values(&self, image: &Image) -> Vec<f32> {
-        let image = self.prepare(image);
+    /// (`u8 · factor` rounded to f32, then `(x − mean) / std`). `max_pixels` bounds the resize
+    /// as in [`Preprocessor::prepare`].
+    pub fn pixel_values(&self, image: &Image, max_pixels: u64) -> Result<Vec<f32>> {
+        let image = self.prepare(image, max_pixels)?;
+        crate::interrupt::check()?;
         let plane = image.width() * image.height();
         let mut out = vec![0f32; 3 * plane];
         for c in 0..3 {
@@ -213,7 +249,7 @@ impl Preprocessor {
                 };
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -279,14 +315,18 @@ mod tests {
                 continue;
             };
             let image = load(path);
-            let resized = p.prepare(&image);
+            let resized = p
+                .prepare(&image, DEFAULT_MAX_IMAGE_PIXELS)
+                .expect("prepare");
             let want: Vec<u8> = numbers(&case["resized_rgb_u8"])
                 .iter()
                 .map(|&v| v as u8)
                 .collect();
             assert_eq!(resized.rgb(), want, "{path}: resized bytes");
             let want = numbers(&case["pixel_values"]);
-            let got = p.pixel_values(&image);
+            let got = p
+                .pixel_values(&image, DEFAULT_MAX_IMAGE_PIXELS)
+                .expect("pixels");
             assert_eq!(got.len(), want.len());
             for (g, w) in got.iter().zip(&want) {
                 assert!((f64::from(*g) - w).abs() <= 1e-6, "{path}: {g} vs {w}");
@@ -325,8 +365,16 @@ mod tests {
             .iter()
             .map(|&v| v as u8)
             .collect();
-        assert_eq!(p.prepare(&image).rgb(), want, "cropped bytes");
-        let px = p.pixel_values(&image);
+        assert_eq!(
+            p.prepare(&image, DEFAULT_MAX_IMAGE_PIXELS)
+                .expect("prepare")
+                .rgb(),
+            want,
+            "cropped bytes"
+        );
+        let px = p
+            .pixel_values(&image, DEFAULT_MAX_IMAGE_PIXELS)
+            .expect("pixels");
         assert_eq!(px[0], (f32::from(want[0]) - 127.0) / 128.0);
     }
 
@@ -355,8 +403,74 @@ mod tests {
             );
             Preprocessor::from_json(json.as_bytes()).expect("parse")
         };
-        assert_eq!(config(false).pixel_values(&img), [10.0, 20.0, 30.0]);
-        assert_eq!(config(true).pixel_values(&img), [30.0, 20.0, 10.0]);
+        assert_eq!(
+            config(false).pixel_values(&img, 1).expect("px"),
+            [10.0, 20.0, 30.0]
+        );
+        assert_eq!(
+            config(true).pixel_values(&img, 1).expect("px"),
+            [30.0, 20.0, 10.0]
+        );
+    }
+
+    /// An extreme aspect ratio: Pillow's order would hold a 32 × 4 M intermediate, over the
+    /// limit, so the vertical pass runs first; a shortest-edge resize of the same image would be
+    /// 256 × 1 G pixels and is refused before anything is allocated (it used to overflow).
+    #[test]
+    fn extreme_aspect_ratios_are_bounded() {
+        let tall = Image::from_rgb(1, 4_000_000, vec![7; 12_000_000]).expect("rgb");
+        let exact =
+            Preprocessor::from_json(br#"{"size": {"height": 32, "width": 32}}"#).expect("parse");
+        let out = exact.prepare(&tall, 1 << 20).expect("vertical first");
+        assert_eq!((out.width(), out.height()), (32, 32));
+        assert!(out.rgb().iter().all(|&v| v == 7), "a flat image stays flat");
+        let shortest =
+            Preprocessor::from_json(br#"{"size": {"shortest_edge": 256}}"#).expect("parse");
+        for image in [
+            &tall,
+            &Image::from_rgb(4_000_000, 1, vec![7; 12_000_000]).expect("rgb"),
+        ] {
+            let err = shortest.prepare(image, 1 << 20).expect_err("too large");
+            assert_eq!(err.code(), "input_too_large", "{err}");
+            assert!(err.to_string().contains("aspect ratio"), "{err}");
+        }
+        // The saturating size arithmetic: no overflow, whatever the sides.
+        let huge = Size::ShortestEdge {
+            shortest_edge: 8192,
+            longest_edge: None,
+        };
+        assert_eq!(huge.output((1, usize::MAX)), (8192, usize::MAX));
+    }
+
+    /// The vertical-first order against Pillow's (itself checked byte for byte against Pillow
+    /// above) on a noisy image scaled up one way and down the other: within one level for the
+    /// filters with non-negative weights (one rounding moves), two for those with negative lobes,
+    /// whose overshoot the intermediate clips at different places in the two orders.
+    #[test]
+    fn vertical_first_is_within_one_level_of_pillow() {
+        let w = 7;
+        let h = 3001;
+        let rgb: Vec<u8> = (0..w * h * 3)
+            .map(|i| ((i * 37 + i / 5) % 256) as u8)
+            .collect();
+        let img = Image::from_rgb(w, h, rgb).expect("rgb");
+        for (filter, tolerance) in [
+            (Filter::Bilinear, 1),
+            (Filter::Box, 1),
+            (Filter::Hamming, 2),
+            (Filter::Bicubic, 2),
+            (Filter::Lanczos, 2),
+        ] {
+            let pillow = img.resize_in(40, 13, filter, Order::HorizontalFirst);
+            let ours = img.resize_in(40, 13, filter, Order::VerticalFirst);
+            let worst = pillow
+                .rgb()
+                .iter()
+                .zip(ours.rgb())
+                .map(|(a, b)| a.abs_diff(*b))
+                .max();
+            assert!(worst <= Some(tolerance), "{filter:?}: off by {worst:?}");
+        }
     }
 
     #[test]

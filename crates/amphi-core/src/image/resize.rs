@@ -142,6 +142,16 @@ fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
+/// Which pass of a two-pass resize runs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// Pillow's order: the intermediate is `ow × h`.
+    HorizontalFirst,
+    /// The intermediate is `w × oh`: for extreme aspect ratios, where Pillow's would not fit.
+    /// Rounding between the passes differs, so bytes may differ from Pillow's by one level.
+    VerticalFirst,
+}
+
 /// Resizes interleaved 8-bit pixels (`channels` per pixel, at most 4, row-major) from `w×h` to
 /// `ow×oh`.
 pub(crate) fn resize(
@@ -150,10 +160,25 @@ pub(crate) fn resize(
     channels: usize,
     (ow, oh): (usize, usize),
     filter: Filter,
+    order: Order,
 ) -> Vec<u8> {
     debug_assert!((1..=4).contains(&channels), "1 to 4 channels");
     if filter == Filter::Nearest {
         return nearest(src, (w, h), channels, (ow, oh));
+    }
+    if order == Order::VerticalFirst && ow != w && oh != h {
+        // Transpose, resize the (now horizontal) rows first, transpose back: the vertical pass
+        // runs first on the original image.
+        let t = transpose(src, (w, h), channels);
+        let out = resize(
+            &t,
+            (h, w),
+            channels,
+            (oh, ow),
+            filter,
+            Order::HorizontalFirst,
+        );
+        return transpose(&out, (oh, ow), channels);
     }
     // Pillow accumulates in 32-bit integers; with weights normalised to 2^22 the sums stay
     // within ±1.4e9 for every filter, as in Pillow.
@@ -206,6 +231,19 @@ pub(crate) fn resize(
     out
 }
 
+/// The `h × w` image of a `w × h` one, mirrored on its diagonal.
+fn transpose(src: &[u8], (w, h): (usize, usize), channels: usize) -> Vec<u8> {
+    let mut out = vec![0u8; src.len()];
+    for y in 0..h {
+        for x in 0..w {
+            let from = (y * w + x) * channels;
+            let to = (x * h + y) * channels;
+            out[to..to + channels].copy_from_slice(&src[from..from + channels]);
+        }
+    }
+    out
+}
+
 /// Pillow's `NEAREST` (`ImagingScaleAffine`): the source pixel under each output pixel's
 /// centre, the centres accumulated in f64 one step at a time as Pillow does (so that rounding
 /// at exact boundaries matches it too).
@@ -244,7 +282,17 @@ mod tests {
     #[test]
     fn identity_and_constant_images() {
         let src: Vec<u8> = (0..5 * 4 * 3).map(|i| (i * 7 % 256) as u8).collect();
-        assert_eq!(resize(&src, (5, 4), 3, (5, 4), Filter::Bilinear), src);
+        assert_eq!(
+            resize(
+                &src,
+                (5, 4),
+                3,
+                (5, 4),
+                Filter::Bilinear,
+                Order::HorizontalFirst
+            ),
+            src
+        );
         // A constant image stays constant under every normalised filter, up or down.
         let flat = vec![200u8; 7 * 5 * 3];
         for f in [
@@ -256,7 +304,7 @@ mod tests {
             Filter::Nearest,
         ] {
             for size in [(3, 2), (11, 9), (7, 1)] {
-                let out = resize(&flat, (7, 5), 3, size, f);
+                let out = resize(&flat, (7, 5), 3, size, f, Order::HorizontalFirst);
                 assert_eq!(out.len(), size.0 * size.1 * 3);
                 assert!(out.iter().all(|&v| v == 200), "{f:?} {size:?}: {out:?}");
             }
@@ -268,7 +316,14 @@ mod tests {
         // 4 → 2 in x: scale 2, support 2, centres 1 and 3; weights for output 0 over inputs
         // 0..=2 are tri((x − 1 + 0.5)/2) = 0.75, 0.75, 0.25 → normalised 3/7, 3/7, 1/7.
         let src = [0u8, 70, 140, 210];
-        let out = resize(&src, (4, 1), 1, (2, 1), Filter::Bilinear);
+        let out = resize(
+            &src,
+            (4, 1),
+            1,
+            (2, 1),
+            Filter::Bilinear,
+            Order::HorizontalFirst,
+        );
         let want0 = ((70.0 * 3.0 + 140.0) / 7.0_f64).round() as u8;
         assert_eq!(out[0], want0);
     }

@@ -459,13 +459,18 @@ impl Pipeline {
         }
         self.check_batch(images.len())?;
         let n = images.len();
-        let decoded = crate::profile::timed("decode", || {
-            images
-                .into_iter()
-                .map(|i| Image::from_input(i, model.max_image_pixels()))
-                .collect::<Result<Vec<_>>>()
-        })?;
-        let pixels = model.pixel_values(&decoded);
+        // One image at a time: decoded, preprocessed and dropped before the next is decoded,
+        // so a request holds at most one decoded image (≤ `max_image_pixels`) beside the fixed
+        // size model inputs; the host may stop the call between any two of these steps.
+        let mut pixels = Vec::new();
+        for input in images {
+            crate::interrupt::check()?;
+            let decoded = crate::profile::timed("decode", || {
+                Image::from_input(input, model.max_image_pixels())
+            })?;
+            crate::interrupt::check()?;
+            pixels.extend(model.pixel_values(&decoded)?);
+        }
         Ok(match model.logits_start(&pixels, n)? {
             Fetched::Ready(data) => {
                 Step::Done(image_classification::finish(model, options, data)?, 0)

@@ -1,0 +1,4 @@
+#![no_main]
+//! libFuzzer entry for `amphi_fuzz::model_files` (the body and its invariants live there).
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| amphi_fuzz::model_files(data));
