@@ -30,6 +30,7 @@ pub mod http;
 pub mod hub;
 mod listen;
 mod metrics;
+mod module_cache;
 pub mod pool;
 mod profile;
 mod runtime;

@@ -136,6 +136,17 @@ fn entries(dir: &Path) -> Vec<String> {
     out
 }
 
+/// After a refused download: only `config.json` (fetched first) is in the repo's folder, no
+/// partial or temporary file.
+fn only_config_left(endpoint: &str, cache: &Path, r: &RepoRef) -> Result<()> {
+    let left = entries(&Hub::new(endpoint, cache).folder(r)?);
+    ensure!(
+        left == ["config.json"],
+        "a refused file left something: {left:?}"
+    );
+    Ok(())
+}
+
 fn same_as_fixture(dir: &Path, model: &str) -> Result<()> {
     for file in ["config.json", "tokenizer.json", "model.safetensors"] {
         ensure!(
@@ -182,8 +193,7 @@ fn an_oversized_stated_length_is_refused_before_reading() -> Result<()> {
         matches!(&err, Error::DownloadTooLarge { file, limit: 200_000, .. } if file == "model.safetensors"),
         "{err:?}"
     );
-    let left = entries(&Hub::new(&hub.endpoint, &cache).folder(&r)?);
-    ensure!(left == ["config.json"], "{left:?}");
+    only_config_left(&hub.endpoint, &cache, &r)?;
     let _ = std::fs::remove_dir_all(&cache);
     Ok(())
 }
@@ -202,8 +212,7 @@ fn a_stream_past_the_cap_or_its_stated_length_is_cut() -> Result<()> {
         matches!(&err, Error::DownloadTooLarge { file, .. } if file == "model.safetensors"),
         "{err:?}"
     );
-    let left = entries(&Hub::new(&hub.endpoint, &cache).folder(&r)?);
-    ensure!(left == ["config.json"], "{left:?}");
+    only_config_left(&hub.endpoint, &cache, &r)?;
     // Under the default cap the same stream is fine (its sha256 is checked).
     let dir = Hub::new(&hub.endpoint, &cache).fetch(&r)?;
     same_as_fixture(&dir, "tiny-bert")?;
@@ -218,8 +227,7 @@ fn a_stream_past_the_cap_or_its_stated_length_is_cut() -> Result<()> {
             if file == "model.safetensors" && message.contains("more than the stated")),
         "{err:?}"
     );
-    let left = entries(&Hub::new(&hub.endpoint, &cache).folder(&r)?);
-    ensure!(left == ["config.json"], "{left:?}");
+    only_config_left(&hub.endpoint, &cache, &r)?;
     let _ = std::fs::remove_dir_all(&cache);
     Ok(())
 }
@@ -280,12 +288,7 @@ fn a_server_dying_mid_download_leaves_nothing_and_a_retry_succeeds() -> Result<(
     Hub::new(&hub.endpoint, &cache)
         .fetch(&r)
         .expect_err("connection cut half-way");
-    let folder = Hub::new(&hub.endpoint, &cache).folder(&r)?;
-    let left = entries(&folder);
-    ensure!(
-        left == ["config.json"],
-        "a partial file is visible: {left:?}"
-    );
+    only_config_left(&hub.endpoint, &cache, &r)?;
     let dir = Hub::new(&hub.endpoint, &cache).fetch(&r)?;
     same_as_fixture(&dir, "tiny-bert")?;
     ensure!(
