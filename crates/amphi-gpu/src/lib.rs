@@ -44,6 +44,15 @@ mod wgpu_host;
 #[cfg(feature = "wgpu")]
 pub use wgpu_host::{WgpuConfig, WgpuContext, WgpuHost};
 
+/// Kernels the GPU hosts' tests share (this crate's, amphi-serve's imports, the fuzz target);
+/// not part of the API.
+#[doc(hidden)]
+pub mod testing {
+    /// `dst[i] = src[i] * p.k` for `i < p.n`, entry point `scale`; bindings: uniform
+    /// `{k: f32, n: u32, a: u32, b: u32}`, `src` read, `dst` read-write.
+    pub const SCALE_WGSL: &str = include_str!("testing/scale.wgsl");
+}
+
 use std::sync::Arc;
 
 /// A GPU buffer (storage, copy source and destination), owned by the host.
