@@ -30,6 +30,16 @@ fn tiny_bert_tokcls_pipeline() -> Result<()> {
 }
 
 #[test]
+fn tiny_roberta_seqcls_pipeline() -> Result<()> {
+    checks::tiny_roberta_seqcls(&cpu())
+}
+
+#[test]
+fn tiny_xlmr_embeddings() -> Result<()> {
+    checks::tiny_xlmr(&cpu())
+}
+
+#[test]
 fn minilm_embeddings() -> Result<()> {
     checks::minilm(&cpu(), &minilm_dir())
 }

@@ -27,6 +27,16 @@ fn tiny_bert_tokcls_pipeline() -> Result<()> {
 }
 
 #[test]
+fn tiny_roberta_seqcls_pipeline() -> Result<()> {
+    checks::tiny_roberta_seqcls(&on_gpu())
+}
+
+#[test]
+fn tiny_xlmr_embeddings() -> Result<()> {
+    checks::tiny_xlmr(&on_gpu())
+}
+
+#[test]
 fn minilm_embeddings() -> Result<()> {
     checks::minilm(&on_gpu(), &minilm_dir())
 }

@@ -251,6 +251,8 @@ test('goldens inside Chromium: tiny models on the main thread, all-MiniLM-L6-v2 
   const main = pageRunner(page, false);
   await checks.tinyBertHiddenStates(main, golden('tiny-bert.json'));
   await checks.tinySeqcls(main, golden('tiny-bert-seqcls.json'));
+  await checks.tinyRobertaSeqcls(main, golden('tiny-roberta-seqcls.json'));
+  await checks.tinyXlmr(main, golden('tiny-xlmr.json'));
   await checks.tinyTokcls(main, golden('tiny-bert-tokcls.json'));
   await checks.tinyVit(main, golden('tiny-vit.json'));
   const inWorker = pageRunner(page, true);
@@ -272,6 +274,8 @@ test('WebGPU (SwiftShader): every golden through the WGSL kernels, on the main t
   const main = pageRunner(page, false, 'webgpu');
   await checks.tinyBertHiddenStates(main, golden('tiny-bert.json'));
   await checks.tinySeqcls(main, golden('tiny-bert-seqcls.json'));
+  await checks.tinyRobertaSeqcls(main, golden('tiny-roberta-seqcls.json'));
+  await checks.tinyXlmr(main, golden('tiny-xlmr.json'));
   await checks.tinyTokcls(main, golden('tiny-bert-tokcls.json'));
   await checks.tinyVit(main, golden('tiny-vit.json'));
   await checks.minilm(pageRunner(page, true, 'webgpu'), golden('minilm-hello-world.json'));

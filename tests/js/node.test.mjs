@@ -61,6 +61,8 @@ test('goldens: tiny models and all-MiniLM-L6-v2 within the fixtures tolerances',
   const run = nodeRunner();
   await checks.tinyBertHiddenStates(run, golden('tiny-bert.json'));
   await checks.tinySeqcls(run, golden('tiny-bert-seqcls.json'));
+  await checks.tinyRobertaSeqcls(run, golden('tiny-roberta-seqcls.json'));
+  await checks.tinyXlmr(run, golden('tiny-xlmr.json'));
   await checks.tinyTokcls(run, golden('tiny-bert-tokcls.json'));
   await checks.minilm(run, golden('minilm-hello-world.json'));
   await run.dispose();

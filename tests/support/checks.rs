@@ -113,8 +113,77 @@ pub fn tiny_bert_hidden_states(host: &dyn Host) -> Result<()> {
 /// tiny-bert-seqcls: raw logits (`function_to_apply: none`), softmax probabilities for every label,
 /// and the default top-1 output, for every case.
 pub fn tiny_seqcls(host: &dyn Host) -> Result<()> {
-    let g = golden("tiny-bert-seqcls.json")?;
-    let model = fixture_model("tiny-bert-seqcls");
+    seqcls(host, "tiny-bert-seqcls", TOL_TINY)
+}
+
+/// tiny-roberta-seqcls (byte-level BPE, RoBERTa's position ids and head): as
+/// [`tiny_seqcls`], logits within the golden's suggested 1e-5.
+pub fn tiny_roberta_seqcls(host: &dyn Host) -> Result<()> {
+    seqcls(host, "tiny-roberta-seqcls", TOL_WAVE2_LOGITS)
+}
+
+/// Logits of the wave-2 classifiers (RoBERTa, DistilBERT): abs 1e-5, the goldens'
+/// `suggested_tolerance` (f32 vs f64 was 5.5e-7).
+pub const TOL_WAVE2_LOGITS: f32 = 1e-5;
+
+/// tiny-xlmr (SentencePiece Unigram with the nmt_nfkc charsmap, sentence-transformers layout):
+/// the folder's default (mean pooling + normalize) within 1e-6, mean pooling within 1e-5 and
+/// the hidden states (mask-1 positions) within 2e-5, the golden's suggested tolerances.
+pub fn tiny_xlmr(host: &dyn Host) -> Result<()> {
+    let g = golden("tiny-xlmr.json")?;
+    let model = fixture_model("tiny-xlmr");
+    for case in g["cases"].as_array().context("cases")? {
+        let name = case["name"].as_str().unwrap_or("?");
+        let what = format!("{}: tiny-xlmr {name}", host.name());
+        let inputs = case_inputs(case)?;
+        for (parameters, key, tol) in [
+            (json!({}), "embedding", 1e-6),
+            (
+                json!({"pooling": "mean", "normalize": false}),
+                "mean_pooled",
+                1e-5,
+            ),
+        ] {
+            let got = host.run(
+                Task::FeatureExtraction,
+                &model,
+                &json!({"inputs": inputs, "parameters": parameters}),
+            )?;
+            let want = GoldenTensor::parse(&case[key])?;
+            let rows = got.as_array().context("a vector per input")?;
+            ensure!(
+                rows.len() == want.shape[0],
+                "{what} {key}: {} rows",
+                rows.len()
+            );
+            for (b, row) in rows.iter().enumerate() {
+                assert_close(
+                    &format!("{what} {key}[{b}]"),
+                    &floats(row)?,
+                    want.row(b),
+                    tol,
+                )?;
+            }
+        }
+        let got = host.run(
+            Task::FeatureExtraction,
+            &model,
+            &json!({"inputs": inputs, "parameters": {"pooling": "none", "normalize": false}}),
+        )?;
+        check_tokens(
+            &format!("{what} last_hidden_state"),
+            &got,
+            &GoldenTensor::parse(&case["last_hidden_state"])?,
+            &case_mask(case)?,
+            2e-5,
+        )?;
+    }
+    Ok(())
+}
+
+fn seqcls(host: &dyn Host, fixture: &str, tol_logits: f32) -> Result<()> {
+    let g = golden(&format!("{fixture}.json"))?;
+    let model = fixture_model(fixture);
     let id2label: std::collections::BTreeMap<String, String> =
         serde_json::from_value(g["id2label"].clone())?;
     let label_index = |label: &str| {
@@ -125,7 +194,7 @@ pub fn tiny_seqcls(host: &dyn Host) -> Result<()> {
     };
     for case in g["cases"].as_array().context("cases")? {
         let name = case["name"].as_str().unwrap_or("?");
-        let what = format!("{}: seqcls {name}", host.name());
+        let what = format!("{}: {fixture} {name}", host.name());
         let inputs = case_inputs(case)?;
         let out = &case["outputs"];
 
@@ -147,8 +216,11 @@ pub fn tiny_seqcls(host: &dyn Host) -> Result<()> {
                 &format!("{what} logits[{b}]"),
                 &by_id,
                 logits.row(b),
-                TOL_TINY,
+                tol_logits,
             )?;
+        }
+        if out.get("pipeline_all_labels").is_none() {
+            continue; // the sentence pair: the pipeline was not run on it
         }
 
         // All labels, sorted (transformers `top_k=None`).

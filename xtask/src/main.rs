@@ -419,7 +419,12 @@ fn up() -> Result<()> {
         // The tiny classifiers of the test fixtures, when this checkout has them, so that the
         // classification pages have a model to run.
         let fixtures = root().join("../shared/fixtures/models");
-        for name in ["tiny-bert-seqcls", "tiny-bert-tokcls", "tiny-vit"] {
+        for name in [
+            "tiny-bert-seqcls",
+            "tiny-roberta-seqcls",
+            "tiny-bert-tokcls",
+            "tiny-vit",
+        ] {
             if fixtures.join(name).is_dir() {
                 cmd.arg("--model")
                     .arg(format!("{name}={}", fixtures.join(name).display()));

@@ -63,7 +63,13 @@ fn start() -> Result<Server> {
         .arg(artifact_path())
         .arg("--model")
         .arg(format!("all-MiniLM-L6-v2={}", minilm_dir().display()));
-    for name in ["tiny-bert", "tiny-bert-seqcls", "tiny-bert-tokcls"] {
+    for name in [
+        "tiny-bert",
+        "tiny-bert-seqcls",
+        "tiny-roberta-seqcls",
+        "tiny-xlmr",
+        "tiny-bert-tokcls",
+    ] {
         cmd.arg("--model")
             .arg(format!("{name}={}", fixture_model(name).display()));
     }
@@ -297,11 +303,15 @@ fn models_health_metrics_artifact(server: &Server) -> Result<()> {
             "all-MiniLM-L6-v2",
             "tiny-bert",
             "tiny-bert-seqcls",
+            "tiny-roberta-seqcls",
+            "tiny-xlmr",
             "tiny-bert-tokcls"
         ],
         "{ids:?}"
     );
     ensure!(models["data"][2]["tasks"] == json!(["feature-extraction", "text-classification"]));
+    ensure!(models["data"][3]["tasks"] == json!(["feature-extraction", "text-classification"]));
+    ensure!(models["data"][4]["tasks"] == json!(["feature-extraction"]));
 
     // The served module is the artifact, byte for byte.
     let on_disk = amphi_serve::Artifact::read(&artifact_path())?;
@@ -581,6 +591,8 @@ fn http_api() -> Result<()> {
     let server = start()?;
     checks::tiny_bert_hidden_states(&server)?;
     checks::tiny_seqcls(&server)?;
+    checks::tiny_roberta_seqcls(&server)?;
+    checks::tiny_xlmr(&server)?;
     checks::tiny_tokcls(&server)?;
     checks::minilm(&server, &minilm_dir())?;
     embeddings(&server)?;

@@ -28,6 +28,8 @@
 //! stable codes. Compute backends are internal; see `ARCHITECTURE.md`.
 
 mod backend;
+mod device;
+mod engine;
 mod error;
 mod files;
 pub mod image;
@@ -38,6 +40,8 @@ mod models;
 mod pipelines;
 pub mod probe;
 pub mod profile;
+mod registry;
+mod task;
 #[cfg(test)]
 mod test_support;
 mod tokenizer;
@@ -46,14 +50,13 @@ mod weights;
 
 /// The GPU interface a host provides ([`LoadOptions::gpu`]); see the `amphi-gpu` crate.
 pub use amphi_gpu as gpu;
+pub use device::{Device, Precision};
+pub use engine::LoadOptions;
 pub use error::{Error, Result};
 pub use files::ModelFiles;
 pub use interrupt::set_interrupt_check;
 pub use loaded::{Model, ModelInfo};
-pub use model::{
-    Device, EmbeddingDefaults, LoadOptions, Pooling, Precision, RawOutput, RawTensor, TextModel,
-};
-pub use models::bert::Config as BertConfig;
+pub use model::{EmbeddingDefaults, Pooling, RawOutput, RawTensor, TextModel};
 pub use pipelines::{
     Aggregation, ClassifierFunction, Entity, Inputs, LabelScore, Limits, Output, Pending, Pipeline,
     Request, Response, RunOptions, Started, Task, TopK,

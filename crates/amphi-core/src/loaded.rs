@@ -1,15 +1,21 @@
-//! [`Model`]: any loaded model, text or image, chosen from `config.json`.
+//! [`Model`]: any loaded model, text or image, as the architecture registry resolves
+//! `config.json`.
 
 use serde::Serialize;
 
+use crate::device::{Device, Precision};
+use crate::engine::LoadOptions;
 use crate::error::Result;
 use crate::files::ModelFiles;
-use crate::model::{Device, EmbeddingDefaults, LoadOptions, Precision, TextModel};
-use crate::pipelines::Task;
-use crate::vision::{self, ImageModel};
+use crate::model::{EmbeddingDefaults, TextModel};
+use crate::models::{CONFIG_FILE, ModelConfig};
+use crate::registry::{self, Loader};
+use crate::task::Task;
+use crate::vision::ImageModel;
 
-/// A loaded model: a BERT-family text model or an image classifier.
+/// A loaded model: a text encoder or an image classifier.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Model {
     /// Text pipelines (feature extraction, text and token classification).
     Text(Box<TextModel>),
@@ -45,14 +51,28 @@ pub struct ModelInfo {
 }
 
 impl Model {
-    /// Loads a model folder's files: an image model when `config.json` names a vision
-    /// architecture (`ViTForImageClassification`), else a text model.
+    /// Loads a model folder's files as the architecture `config.json` names (`config.json` is
+    /// parsed once, here).
     pub fn load(files: ModelFiles, options: &LoadOptions) -> Result<Self> {
-        if vision::is_image_model(files.require("config.json")?) {
-            ImageModel::load(files, options).map(|m| Model::Image(Box::new(m)))
-        } else {
-            TextModel::load(files, options).map(|m| Model::Text(Box::new(m)))
-        }
+        let config = ModelConfig::parse(files.require(CONFIG_FILE)?)?;
+        let resolved = registry::resolve(&config)?;
+        let head = resolved.class.head;
+        Ok(match resolved.architecture.loader {
+            Loader::Text(parse) => Model::Text(Box::new(TextModel::load_parsed(
+                &config,
+                head,
+                &*parse(&config, head)?,
+                files,
+                options,
+            )?)),
+            Loader::Image(kind) => Model::Image(Box::new(ImageModel::load_parsed(
+                &config,
+                kind,
+                resolved.class.name,
+                files,
+                options,
+            )?)),
+        })
     }
 
     /// The device the model runs on (never [`Device::Auto`]).
@@ -126,8 +146,8 @@ impl Model {
         };
         match self {
             Model::Text(m) => {
-                info.architectures = m.config().architectures.clone();
-                info.hidden_size = Some(m.config().hidden_size);
+                info.architectures = m.architectures().to_vec();
+                info.hidden_size = Some(m.hidden_size());
                 info.max_length = Some(m.max_length());
                 info.embedding_defaults = Some(m.embedding_defaults());
             }

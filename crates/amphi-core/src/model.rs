@@ -1,5 +1,6 @@
-//! A loaded text model: configuration, tokenizer, weights on a backend, and the defaults that
-//! the model folder declares (sentence-transformers pooling, maximum sequence length).
+//! A loaded text model: its architecture (from the registry), tokenizer, weights on a backend,
+//! and the defaults that the model folder declares (sentence-transformers pooling, maximum
+//! sequence length).
 //!
 //! A `TextModel` is immutable once loaded; every request keeps its own state on the stack, so one
 //! model can serve many requests (and be shared behind an `Arc` by hosts that have threads).
@@ -11,102 +12,18 @@ use std::sync::Arc;
 use crate::backend::cpu::Cpu;
 use crate::backend::gpu::Gpu;
 use crate::backend::{Backend, Fetched, Reduce};
+pub use crate::device::{Device, Precision};
+pub use crate::engine::LoadOptions;
+use crate::engine::{Engine, on_device};
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
-use crate::models::bert::{self, Bert, CONFIG_FILE, Config, Encoded, HeadKind};
-use crate::pipelines::Task;
+use crate::models::{
+    CONFIG_FILE, Encoded, Head, ModelConfig, TextArchitecture, TextEncoder, TextSpec,
+};
+use crate::registry::{self, Loader};
+use crate::task::Task;
 use crate::tokenizer::{TOKENIZER_FILE, TextInput, TextTokenizer, TokenizedBatch};
 use crate::weights::{WEIGHTS_FILE, Weights};
-
-/// Where a model runs. `Auto` picks the best available device when loading; a loaded model
-/// reports the concrete device it runs on (`Cpu` or `Gpu`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    /// The GPU when one is available and works, else the CPU.
-    #[default]
-    Auto,
-    /// The CPU (SIMD128 kernels on wasm32).
-    Cpu,
-    /// The GPU; loading fails with [`Error::DeviceUnavailable`] when there is none.
-    Gpu,
-}
-
-impl Device {
-    /// The name used on the wire: `auto`, `cpu` or `gpu`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Device::Auto => "auto",
-            Device::Cpu => "cpu",
-            Device::Gpu => "gpu",
-        }
-    }
-}
-
-impl std::str::FromStr for Device {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Device::Auto),
-            "cpu" => Ok(Device::Cpu),
-            "gpu" | "webgpu" => Ok(Device::Gpu),
-            other => Err(Error::invalid_input(format!(
-                "unknown device `{other}` (expected auto, cpu or gpu)"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Storage precision of a GPU model's weights. Activations, sums and outputs stay f32 either
-/// way; the CPU always computes in f32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// f32 weights and products: the reference results.
-    #[default]
-    F32,
-    /// f16 weights (half the GPU memory and bandwidth) and f16 products within short partial
-    /// sums, where the adapter has `shader-f16`; elsewhere the model loads in f32, and
-    /// [`TextModel::precision`] says which was used. Results differ from f32 by about 1e-3.
-    F16,
-}
-
-impl Precision {
-    /// The name used on the wire: `f32` or `f16`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-        }
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" | "fp32" => Ok(Precision::F32),
-            "f16" | "fp16" => Ok(Precision::F16),
-            other => Err(Error::invalid_input(format!(
-                "unknown precision `{other}` (expected f32 or f16)"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Sentence-embedding pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
@@ -130,79 +47,6 @@ impl From<Pooling> for Option<Reduce> {
     }
 }
 
-/// Options for loading a model.
-#[derive(Debug, Clone, Default)]
-pub struct LoadOptions {
-    /// The device to run on.
-    pub device: Device,
-    /// Overrides the maximum sequence length (tokens, special tokens included). It is also a
-    /// cap: a request's own `max_length` above it is clamped to it (an operator's limit, such
-    /// as `amphi serve --max-tokens`, cannot be raised by a client).
-    pub max_length: Option<usize>,
-    /// The host's GPU (for [`Device::Gpu`] and [`Device::Auto`]): `amphi_gpu::WgpuHost`
-    /// natively; inside `amphi.wasm`, the host's `amphi_gpu` imports.
-    pub gpu: Option<Arc<dyn amphi_gpu::GpuHost>>,
-    /// The weights' precision on the GPU (ignored on the CPU).
-    pub precision: Precision,
-    /// Image models: the limit on decoded pixels per image (default
-    /// [`crate::image::DEFAULT_MAX_IMAGE_PIXELS`]).
-    pub max_image_pixels: Option<u64>,
-}
-
-/// The device policy of every model: `cpu` builds on the CPU; `gpu` on the host's GPU or fails
-/// with [`Error::DeviceUnavailable`]; `auto` on a hardware GPU, falling back to the CPU when
-/// there is none, when it is a software adapter (lavapipe, SwiftShader: slower than the CPU
-/// kernels) or when building on it fails.
-pub(crate) fn on_device<E>(
-    options: &LoadOptions,
-    cpu: impl FnOnce() -> Result<E>,
-    gpu: impl FnOnce(&Arc<dyn amphi_gpu::GpuHost>) -> Result<E>,
-) -> Result<E> {
-    match (options.device, &options.gpu) {
-        (Device::Cpu, _) | (Device::Auto, None) => cpu(),
-        (Device::Auto, Some(host)) if host.info().software => cpu(),
-        (Device::Auto, Some(host)) => gpu(host).or_else(|_| cpu()),
-        (Device::Gpu, Some(host)) => gpu(host),
-        (Device::Gpu, None) => Err(Error::DeviceUnavailable {
-            device: "gpu".to_owned(),
-            reason: "no GPU adapter was found".to_owned(),
-        }),
-    }
-}
-
-/// A model built on the CPU (`C`) or on a GPU (`G`): models are generic over the backend
-/// internally, and every model type dispatches once, here; users only see [`Device`].
-pub(crate) enum Engine<C, G> {
-    Cpu(Box<C>),
-    Gpu(Box<G>, Gpu),
-}
-
-impl<C, G> Engine<C, G> {
-    /// The device the model runs on (never [`Device::Auto`]).
-    pub(crate) fn device(&self) -> Device {
-        match self {
-            Engine::Cpu(_) => Device::Cpu,
-            Engine::Gpu(..) => Device::Gpu,
-        }
-    }
-
-    /// The precision the weights are stored in.
-    pub(crate) fn precision(&self) -> Precision {
-        match self {
-            Engine::Cpu(_) => Precision::F32,
-            Engine::Gpu(_, be) => be.precision(),
-        }
-    }
-
-    /// The GPU adapter's name, when the model runs on a GPU.
-    pub(crate) fn adapter(&self) -> Option<&str> {
-        match self {
-            Engine::Cpu(_) => None,
-            Engine::Gpu(_, be) => Some(be.adapter()),
-        }
-    }
-}
-
 /// Defaults declared by a sentence-transformers model folder (`modules.json`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EmbeddingDefaults {
@@ -212,11 +56,13 @@ pub struct EmbeddingDefaults {
     pub normalize: bool,
 }
 
-/// A loaded BERT-family text model.
+/// A loaded text model (an encoder of the registry: BERT, RoBERTa, XLM-RoBERTa).
 pub struct TextModel {
-    engine: Engine<Bert<Cpu>, Bert<Gpu>>,
+    engine: Engine<dyn TextEncoder<Cpu>, dyn TextEncoder<Gpu>>,
     tokenizer: TextTokenizer,
-    config: Config,
+    spec: TextSpec,
+    architectures: Vec<String>,
+    head: Head,
     max_length: usize,
     /// The loader's `max_length`, which requests cannot exceed.
     max_length_cap: Option<usize>,
@@ -227,8 +73,8 @@ impl std::fmt::Debug for TextModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TextModel")
             .field("device", &self.device())
-            .field("architectures", &self.config.architectures)
-            .field("hidden_size", &self.config.hidden_size)
+            .field("architectures", &self.architectures)
+            .field("hidden_size", &self.spec.hidden_size)
             .field("max_length", &self.max_length)
             .finish_non_exhaustive()
     }
@@ -316,13 +162,41 @@ fn embedding_defaults(files: &ModelFiles) -> Result<EmbeddingDefaults> {
 }
 
 impl TextModel {
-    /// Loads a model from its files. `model.safetensors` is taken out of `files` and dropped as
-    /// soon as the weights are converted, so the caller need not keep a second copy alive.
-    pub fn load(mut files: ModelFiles, options: &LoadOptions) -> Result<Self> {
-        let config = bert::parse_config(files.require(CONFIG_FILE)?)?;
-        config.validate()?;
+    /// Loads a text model from its files (`config.json` must name a text architecture of the
+    /// registry). `model.safetensors` is taken out of `files` and dropped as soon as the
+    /// weights are converted, so the caller need not keep a second copy alive.
+    pub fn load(files: ModelFiles, options: &LoadOptions) -> Result<Self> {
+        let config = ModelConfig::parse(files.require(CONFIG_FILE)?)?;
+        let resolved = registry::resolve(&config)?;
+        match resolved.architecture.loader {
+            Loader::Text(parse) => Self::load_parsed(
+                &config,
+                resolved.class.head,
+                &*parse(&config, resolved.class.head)?,
+                files,
+                options,
+            ),
+            Loader::Image(_) => Err(Error::UnsupportedTask {
+                task: "text".to_owned(),
+                reason: format!(
+                    "config.json describes an image model ({})",
+                    resolved.class.name
+                ),
+            }),
+        }
+    }
+
+    /// Loads a text model whose `config.json` the registry has resolved and parsed.
+    pub(crate) fn load_parsed(
+        config: &ModelConfig,
+        head: Head,
+        arch: &dyn TextArchitecture,
+        mut files: ModelFiles,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let spec = arch.spec();
         let tokenizer =
-            TextTokenizer::from_bytes(files.require(TOKENIZER_FILE)?, config.pad_token_id)?;
+            TextTokenizer::from_bytes(files.require(TOKENIZER_FILE)?, spec.pad_token_id)?;
         let embedding = embedding_defaults(&files)?;
 
         let declared = files
@@ -333,11 +207,11 @@ impl TextModel {
                 .and_then(|c| c.model_max_length)
                 .filter(|m| (1.0..1e6).contains(m))
                 .map(|m| m as usize));
-        let limit = config.max_position_embeddings;
+        let limit = spec.max_length;
         let max_length = match options.max_length {
             Some(m) if m > limit => {
                 return Err(Error::invalid_input(format!(
-                    "max_length {m} exceeds the model's max_position_embeddings {limit}"
+                    "max_length {m} exceeds the model's limit of {limit} tokens"
                 )));
             }
             Some(m) => m,
@@ -350,14 +224,9 @@ impl TextModel {
         let weights = Weights::parse(&weights_bytes)?;
         let gpu = |host: &Arc<dyn amphi_gpu::GpuHost>| -> Result<Engine<_, _>> {
             let be = Gpu::new(host.clone(), options.precision)?;
-            Ok(Engine::Gpu(
-                Box::new(Bert::load(&be, &weights, &config)?),
-                be,
-            ))
+            Ok(Engine::Gpu(arch.build_gpu(&be, &weights)?, be))
         };
-        let cpu = || -> Result<Engine<_, _>> {
-            Ok(Engine::Cpu(Box::new(Bert::load(&Cpu, &weights, &config)?)))
-        };
+        let cpu = || -> Result<Engine<_, _>> { Ok(Engine::Cpu(arch.build_cpu(&weights)?)) };
         let engine = on_device(options, cpu, gpu)?;
         drop(weights);
         drop(weights_bytes);
@@ -365,7 +234,9 @@ impl TextModel {
         Ok(Self {
             engine,
             tokenizer,
-            config,
+            spec,
+            architectures: config.architectures.clone(),
+            head,
             max_length,
             max_length_cap: options.max_length,
             embedding,
@@ -388,9 +259,19 @@ impl TextModel {
         self.engine.adapter()
     }
 
-    /// The model's `config.json`.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// `config.json`'s `architectures`.
+    pub fn architectures(&self) -> &[String] {
+        &self.architectures
+    }
+
+    /// The width of the encoder's hidden states.
+    pub fn hidden_size(&self) -> usize {
+        self.spec.hidden_size
+    }
+
+    /// `config.json`'s `problem_type`.
+    pub(crate) fn problem_type(&self) -> Option<&str> {
+        self.spec.problem_type.as_deref()
     }
 
     /// The default maximum sequence length in tokens.
@@ -408,20 +289,7 @@ impl TextModel {
 
     /// The tasks this model can run: `feature-extraction` always, plus its head's task.
     pub fn tasks(&self) -> Vec<Task> {
-        let mut tasks = vec![Task::FeatureExtraction];
-        match self.head() {
-            HeadKind::None => {}
-            HeadKind::SequenceClassification => tasks.push(Task::TextClassification),
-            HeadKind::TokenClassification => tasks.push(Task::TokenClassification),
-        }
-        tasks
-    }
-
-    pub(crate) fn head(&self) -> HeadKind {
-        match &self.engine {
-            Engine::Cpu(m) => m.head(),
-            Engine::Gpu(m, _) => m.head(),
-        }
+        self.head.tasks().to_vec()
     }
 
     /// The sentence-embedding defaults the model folder declares.
@@ -440,10 +308,10 @@ impl TextModel {
         max_input_bytes: usize,
     ) -> Result<TokenizedBatch> {
         let max_length = match max_length {
-            Some(m) if m > self.config.max_position_embeddings => {
+            Some(m) if m > self.spec.max_length => {
                 return Err(Error::invalid_input(format!(
-                    "max_length {m} exceeds the model's max_position_embeddings {}",
-                    self.config.max_position_embeddings
+                    "max_length {m} exceeds the model's limit of {} tokens",
+                    self.spec.max_length
                 )));
             }
             Some(m) => m.min(self.max_length_cap.unwrap_or(m)),
@@ -467,15 +335,13 @@ impl TextModel {
                     reduce: None,
                     normalize: false,
                 },
-                vec![shape.batch, shape.seq, self.config.hidden_size],
+                vec![shape.batch, shape.seq, self.spec.hidden_size],
             ),
-            RawOutput::PoolerOutput => {
-                (Forward::Pooler, vec![shape.batch, self.config.hidden_size])
-            }
+            RawOutput::PoolerOutput => (Forward::Pooler, vec![shape.batch, self.spec.hidden_size]),
             RawOutput::Logits => {
                 let labels = self.labels().len();
-                let dims = match self.head() {
-                    HeadKind::TokenClassification => vec![shape.batch, shape.seq, labels],
+                let dims = match self.head {
+                    Head::TokenClassification => vec![shape.batch, shape.seq, labels],
                     _ => vec![shape.batch, labels],
                 };
                 (Forward::Logits, dims)
@@ -499,8 +365,8 @@ impl TextModel {
     /// [`TextModel::forward`] whose readback may finish later.
     pub(crate) fn forward_start(&self, batch: &TokenizedBatch, what: Forward) -> Result<Fetched> {
         match &self.engine {
-            Engine::Cpu(m) => run_forward(&Cpu, m, batch, what),
-            Engine::Gpu(m, be) => run_forward(be, m, batch, what),
+            Engine::Cpu(m) => run_forward(&Cpu, &**m, batch, what),
+            Engine::Gpu(m, be) => run_forward(be, &**m, batch, what),
         }
     }
 }
@@ -541,7 +407,7 @@ pub(crate) enum Forward {
 
 fn run_forward<B: Backend>(
     be: &B,
-    model: &Bert<B>,
+    model: &dyn TextEncoder<B>,
     batch: &TokenizedBatch,
     what: Forward,
 ) -> Result<Fetched> {

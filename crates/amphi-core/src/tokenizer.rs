@@ -7,9 +7,11 @@
 use serde::{Deserialize, Serialize};
 use tokenizers::{Encoding, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use tokenizers::processors::PostProcessorWrapper;
+
 use crate::backend::BatchShape;
 use crate::error::{Error, Result};
-use crate::models::bert::EncoderInput;
+use crate::models::EncoderInput;
 
 pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
 
@@ -53,7 +55,35 @@ impl TextInput {
 #[derive(Debug)]
 pub(crate) struct TextTokenizer {
     inner: tokenizers::Tokenizer,
+    /// The post-processor of the second pass (special tokens after truncation), with offset
+    /// trimming off: `encode_char_offsets` has already trimmed each segment's offsets once, and
+    /// RoBERTa's and byte-level processors would trim the leading `Ġ` again (one character too
+    /// many, unlike transformers, which trims once).
+    finish: Option<PostProcessorWrapper>,
     pad_id: u32,
+}
+
+/// `pp` with its offset trimming switched off, nested processors included.
+fn untrimmed(pp: &PostProcessorWrapper) -> PostProcessorWrapper {
+    match pp {
+        PostProcessorWrapper::Roberta(r) => {
+            PostProcessorWrapper::Roberta(r.clone().trim_offsets(false))
+        }
+        PostProcessorWrapper::ByteLevel(b) => {
+            PostProcessorWrapper::ByteLevel((*b).trim_offsets(false))
+        }
+        PostProcessorWrapper::Sequence(seq) => {
+            let mut seq = seq.clone();
+            let mut i = 0;
+            while let Some(inner) = seq.get(i) {
+                let inner = untrimmed(inner);
+                seq.set_mut(i, inner);
+                i += 1;
+            }
+            PostProcessorWrapper::Sequence(seq)
+        }
+        other => other.clone(),
+    }
 }
 
 /// A tokenized batch: per-text encodings (unpadded) and the padded encoder input.
@@ -87,7 +117,12 @@ impl TextTokenizer {
         inner.with_padding(None);
         inner.with_truncation(None).map_err(tok_err)?;
         let pad_id = pad_id.or_else(|| inner.token_to_id("[PAD]")).unwrap_or(0);
-        Ok(Self { inner, pad_id })
+        let finish = inner.get_post_processor().map(untrimmed);
+        Ok(Self {
+            inner,
+            finish,
+            pad_id,
+        })
     }
 
     /// The id of the unknown token (`[UNK]` for WordPiece vocabularies), if any.
@@ -133,7 +168,13 @@ impl TextTokenizer {
             direction: TruncationDirection::Right,
         };
         let (a, b) = tokenizers::truncate_encodings(a, b, &params).map_err(tok_err)?;
-        self.inner.post_process(a, b, true).map_err(tok_err)
+        match &self.finish {
+            Some(pp) => {
+                use tokenizers::PostProcessor;
+                pp.process(a, b, true).map_err(tok_err)
+            }
+            None => self.inner.post_process(a, b, true).map_err(tok_err),
+        }
     }
 
     /// Encodes a batch and pads it on the right to its longest sequence.

@@ -3,51 +3,21 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-
 use crate::backend::cpu::Cpu;
 use crate::backend::gpu::Gpu;
 use crate::backend::{Backend, Fetched};
+use crate::device::{Device, Precision};
+use crate::engine::{Engine, LoadOptions, on_device};
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
 use crate::image::{DEFAULT_MAX_IMAGE_PIXELS, Image, Preprocessor};
-use crate::model::{Device, Engine, LoadOptions, Precision, on_device};
 use crate::models::efficientnet::{self, EfficientNet};
 use crate::models::vit::{self, Vit};
+use crate::models::{CONFIG_FILE, ModelConfig};
+use crate::registry::{self, ImageKind, Loader};
 use crate::weights::{WEIGHTS_FILE, Weights};
 
-const CONFIG_FILE: &str = "config.json";
 const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
-
-/// The image architectures the engine implements, as `config.json` names them.
-pub(crate) const ARCHITECTURES: [&str; 2] = [
-    "ViTForImageClassification",
-    "EfficientNetLiteForImageClassification",
-];
-
-/// The image architecture a `config.json` names (by `model_type` or `architectures`), if any.
-fn image_architecture(config: &[u8]) -> Option<&'static str> {
-    #[derive(Deserialize)]
-    struct Sniff {
-        #[serde(default)]
-        architectures: Vec<String>,
-        #[serde(default)]
-        model_type: Option<String>,
-    }
-    let s = serde_json::from_slice::<Sniff>(config).ok()?;
-    match s.model_type.as_deref() {
-        Some("vit") => Some(ARCHITECTURES[0]),
-        Some("efficientnet-lite") => Some(ARCHITECTURES[1]),
-        _ => ARCHITECTURES
-            .into_iter()
-            .find(|a| s.architectures.iter().any(|x| x == a)),
-    }
-}
-
-/// Whether a `config.json` describes an image model.
-pub(crate) fn is_image_model(config: &[u8]) -> bool {
-    image_architecture(config).is_some()
-}
 
 /// A parsed image `config.json`.
 enum ArchConfig {
@@ -56,12 +26,10 @@ enum ArchConfig {
 }
 
 impl ArchConfig {
-    fn parse(config: &[u8], architecture: &str) -> Result<Self> {
-        let parse_error = |e| Error::json(CONFIG_FILE, e);
-        Ok(if architecture == ARCHITECTURES[1] {
-            ArchConfig::EfficientNet(serde_json::from_slice(config).map_err(parse_error)?)
-        } else {
-            ArchConfig::Vit(serde_json::from_slice(config).map_err(parse_error)?)
+    fn parse(config: &ModelConfig, kind: ImageKind) -> Result<Self> {
+        Ok(match kind {
+            ImageKind::EfficientNet => ArchConfig::EfficientNet(config.typed()?),
+            ImageKind::Vit => ArchConfig::Vit(config.typed()?),
         })
     }
 
@@ -141,11 +109,34 @@ impl std::fmt::Debug for ImageModel {
 }
 
 impl ImageModel {
-    /// Loads `config.json`, `preprocessor_config.json` and `model.safetensors` from `files`.
-    pub fn load(mut files: ModelFiles, options: &LoadOptions) -> Result<Self> {
-        let config = files.require(CONFIG_FILE)?;
-        let architecture = image_architecture(config).unwrap_or(ARCHITECTURES[0]);
-        let config = ArchConfig::parse(config, architecture)?;
+    /// Loads `config.json` (an image architecture of the registry), `preprocessor_config.json`
+    /// and `model.safetensors` from `files`.
+    pub fn load(files: ModelFiles, options: &LoadOptions) -> Result<Self> {
+        let config = ModelConfig::parse(files.require(CONFIG_FILE)?)?;
+        let resolved = registry::resolve(&config)?;
+        match resolved.architecture.loader {
+            Loader::Image(kind) => {
+                Self::load_parsed(&config, kind, resolved.class.name, files, options)
+            }
+            Loader::Text(_) => Err(Error::UnsupportedTask {
+                task: "image-classification".to_owned(),
+                reason: format!(
+                    "config.json describes a text model ({})",
+                    resolved.class.name
+                ),
+            }),
+        }
+    }
+
+    /// Loads an image model whose `config.json` the registry has resolved.
+    pub(crate) fn load_parsed(
+        config: &ModelConfig,
+        kind: ImageKind,
+        architecture: &'static str,
+        mut files: ModelFiles,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let config = ArchConfig::parse(config, kind)?;
         let preprocessor = Preprocessor::from_json(files.require(PREPROCESSOR_FILE)?)?;
         fixed_input(&preprocessor, config.image_size())?;
         let bytes = files.take(WEIGHTS_FILE).ok_or_else(|| Error::MissingFile {

@@ -137,6 +137,8 @@ fn goldens_through_the_artifact() -> Result<()> {
     let host = wasm()?;
     checks::tiny_bert_hidden_states(&host)?;
     checks::tiny_seqcls(&host)?;
+    checks::tiny_roberta_seqcls(&host)?;
+    checks::tiny_xlmr(&host)?;
     checks::tiny_tokcls(&host)?;
     checks::minilm(&host, &minilm_dir())?;
     checks::tiny_vit(&host)?;
@@ -159,6 +161,8 @@ fn goldens_through_the_artifact_on_the_gpu() -> Result<()> {
     let host = wasm_gpu()?;
     checks::tiny_bert_hidden_states(&host)?;
     checks::tiny_seqcls(&host)?;
+    checks::tiny_roberta_seqcls(&host)?;
+    checks::tiny_xlmr(&host)?;
     checks::tiny_tokcls(&host)?;
     checks::minilm(&host, &minilm_dir())?;
     checks::tiny_vit(&host)?;

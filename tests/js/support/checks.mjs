@@ -5,7 +5,8 @@
 //   all-MiniLM-L6-v2 embedding: abs 1e-5; mean-pooled and hidden states: abs 1e-4.
 //
 // `run(task, model, inputs, parameters)` runs a pipeline on the host under test; `model` is a
-// fixture name (tiny-bert, tiny-bert-seqcls, tiny-bert-tokcls, all-MiniLM-L6-v2).
+// fixture name (tiny-bert, tiny-bert-seqcls, tiny-roberta-seqcls, tiny-xlmr, tiny-bert-tokcls,
+// all-MiniLM-L6-v2).
 
 import assert from 'node:assert/strict';
 
@@ -68,13 +69,31 @@ function compareLabels(what, got, want) {
   });
 }
 
-export async function tinySeqcls(run, golden) {
+export async function tinySeqcls(run, golden, model = 'tiny-bert-seqcls') {
   for (const c of golden.cases) {
+    if (!c.outputs.pipeline_all_labels) continue; // a sentence pair the pipeline did not run
     const inputs = caseInputs(c);
-    const all = await run('text-classification', 'tiny-bert-seqcls', inputs, { top_k: null });
-    compareLabels(`seqcls ${c.name} top_k=null`, all, c.outputs.pipeline_all_labels);
-    const best = await run('text-classification', 'tiny-bert-seqcls', inputs, {});
-    compareLabels(`seqcls ${c.name} top1`, best, c.outputs.pipeline_top1);
+    const all = await run('text-classification', model, inputs, { top_k: null });
+    compareLabels(`${model} ${c.name} top_k=null`, all, c.outputs.pipeline_all_labels);
+    const best = await run('text-classification', model, inputs, {});
+    compareLabels(`${model} ${c.name} top1`, best, c.outputs.pipeline_top1);
+  }
+}
+
+/** tiny-roberta-seqcls: byte-level BPE, RoBERTa's position ids and classification head. */
+export const tinyRobertaSeqcls = (run, golden) => tinySeqcls(run, golden, 'tiny-roberta-seqcls');
+
+/** tiny-xlmr (Unigram + nmt_nfkc charsmap, sentence-transformers layout), at the golden's
+ * suggested tolerances: embedding 1e-6, mean pooling 1e-5, hidden states 2e-5. */
+export async function tinyXlmr(run, golden) {
+  for (const c of golden.cases) {
+    const hidden = c.embedding.shape[1];
+    const emb = await run('feature-extraction', 'tiny-xlmr', c.texts, {});
+    emb.forEach((v, b) => assertClose(`tiny-xlmr ${c.name} embedding[${b}]`, v, row(c.embedding, b, hidden), 1e-6));
+    const pooled = await run('feature-extraction', 'tiny-xlmr', c.texts, { pooling: 'mean', normalize: false });
+    pooled.forEach((v, b) => assertClose(`tiny-xlmr ${c.name} mean_pooled[${b}]`, v, row(c.mean_pooled, b, hidden), 1e-5));
+    const tokens = await run('feature-extraction', 'tiny-xlmr', c.texts, { pooling: 'none', normalize: false });
+    checkTokens(`tiny-xlmr ${c.name} last_hidden_state`, tokens, c.last_hidden_state, c.attention_mask, 2e-5);
   }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use amphi_gpu::{BufferId, GpuError, GpuHost, PipelineId, Readback};
 
 use super::{Activation, Backend, BatchShape, Conv2d, Fetched, Reduce, f32s};
-use crate::Precision;
+use crate::device::Precision;
 use crate::error::{Error, Result};
 
 /// A kernel's source: a precision prelude (`f32.wgsl` or `f16.wgsl`: the `WElem` and `Mul`
@@ -329,18 +329,19 @@ impl Backend for Gpu {
         &self,
         [word, position, token_type]: [&GpuTensor; 3],
         ids: &[u32],
+        positions: &[u32],
         type_ids: &[u32],
         shape: BatchShape,
     ) -> Result<GpuTensor> {
         let n = shape.tokens();
-        if ids.len() != n || type_ids.len() != n {
+        if ids.len() != n || type_ids.len() != n || positions.len() != n {
             return Err(Error::Backend {
                 message: format!("embed: {} ids for {n} positions", ids.len()),
             });
         }
         if ids.iter().any(|&i| i as usize >= word.rows)
             || type_ids.iter().any(|&i| i as usize >= token_type.rows)
-            || shape.seq > position.rows
+            || positions.iter().any(|&i| i as usize >= position.rows)
         {
             return Err(Error::invalid_input(
                 "a token id is outside the embedding table",
@@ -358,12 +359,14 @@ impl Backend for Gpu {
         };
         let ids = self.upload_bytes(bytemuck::cast_slice(ids), 1, n)?;
         let type_ids = self.upload_bytes(bytemuck::cast_slice(type_ids), 1, n)?;
+        let positions = self.upload_bytes(bytemuck::cast_slice(positions), 1, n)?;
         let out = self.alloc(n, hidden)?;
         self.run(
             kernel,
-            &[dim(n)?, dim(shape.seq)?, dim(hidden)?],
+            &[dim(n)?, dim(hidden)?],
             &[
                 ids.id(),
+                positions.id(),
                 type_ids.id(),
                 word.id(),
                 position.id(),

@@ -206,10 +206,22 @@ fn embed_pool_and_normalize() {
     let type_ids: Vec<u32> = (0..shape.tokens() as u32).map(|i| i % 2).collect();
     let x = be
         .gpu
-        .embed([&word, &pos, &tt], &ids, &type_ids, shape)
+        .embed(
+            [&word, &pos, &tt],
+            &ids,
+            &shape.positions(),
+            &type_ids,
+            shape,
+        )
         .expect("embed");
     let xc = Cpu
-        .embed([&wordc, &posc, &ttc], &ids, &type_ids, shape)
+        .embed(
+            [&wordc, &posc, &ttc],
+            &ids,
+            &shape.positions(),
+            &type_ids,
+            shape,
+        )
         .expect("embed");
     be.check("embed", Ok(x.clone()), Ok(xc.clone()));
 
@@ -232,7 +244,13 @@ fn embed_pool_and_normalize() {
     );
     assert!(
         be.gpu
-            .embed([&word, &pos, &tt], &[vocab as u32; 33], &type_ids, shape)
+            .embed(
+                [&word, &pos, &tt],
+                &[vocab as u32; 33],
+                &shape.positions(),
+                &type_ids,
+                shape
+            )
             .is_err(),
         "an id outside the table is refused"
     );
@@ -309,13 +327,25 @@ fn f16_weights_where_the_adapter_has_shader_f16() {
     let type_ids: Vec<u32> = (0..18).map(|i| i % 2).collect();
     let g = be
         .gpu
-        .embed([&word, &pos, &tt], &ids, &type_ids, shape)
+        .embed(
+            [&word, &pos, &tt],
+            &ids,
+            &shape.positions(),
+            &type_ids,
+            shape,
+        )
         .expect("embed");
     let g = be.gpu.read(&g).expect("read");
     let c = Cpu
         .read(
-            &Cpu.embed([&wordc, &posc, &ttc], &ids, &type_ids, shape)
-                .expect("embed"),
+            &Cpu.embed(
+                [&wordc, &posc, &ttc],
+                &ids,
+                &shape.positions(),
+                &type_ids,
+                shape,
+            )
+            .expect("embed"),
         )
         .expect("read");
     for (i, (g, c)) in g.iter().zip(&c).enumerate() {

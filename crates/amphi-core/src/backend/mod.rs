@@ -47,6 +47,11 @@ impl BatchShape {
     pub fn tokens(self) -> usize {
         self.batch * self.seq
     }
+
+    /// Absolute positions: `0..seq` in every row.
+    pub fn positions(self) -> Vec<u32> {
+        (0..self.tokens()).map(|t| (t % self.seq) as u32).collect()
+    }
 }
 
 /// A batch of images whose activations are NHWC rows: `[batch·height·width, channels]`.
@@ -110,9 +115,9 @@ impl Conv2d {
 /// A compute backend. Tensors are opaque handles owned by the backend; activations are 2-D
 /// `[rows, features]` row-major matrices, with `rows = batch * seq` for token activations.
 pub(crate) trait Backend {
-    type Tensor: Clone;
+    type Tensor: Clone + Send + Sync;
     /// A linear layer's weight, stored the way [`Backend::linear`] reads it fastest.
-    type Weight;
+    type Weight: Send + Sync;
 
     /// Uploads host data (weights) as a tensor of the given shape.
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;
@@ -127,11 +132,14 @@ pub(crate) trait Backend {
     /// `a + b`, element-wise, same shapes (residual connections).
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
 
-    /// `word[ids] + position[0..seq] + token_type[type_ids]`, as `[batch*seq, hidden]`.
+    /// `word[ids] + position[positions] + token_type[type_ids]`, as `[batch*seq, hidden]`: one
+    /// id, position and type id per token (BERT's positions are `0..seq` per row, RoBERTa's
+    /// are counted from its padding index, a decoder's start at its cache offset).
     fn embed(
         &self,
         tables: [&Self::Tensor; 3],
         ids: &[u32],
+        positions: &[u32],
         type_ids: &[u32],
         shape: BatchShape,
     ) -> Result<Self::Tensor>;

@@ -30,7 +30,7 @@ pub(super) fn finish(
     data: Vec<f32>,
 ) -> Result<Output> {
     let pooling = pooling(model, options);
-    let hidden = model.config().hidden_size;
+    let hidden = model.hidden_size();
     let shape = batch.input.shape;
     Ok(match pooling {
         Pooling::None => Output::Tokens(

@@ -14,72 +14,18 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::backend::{Fetched, f32s};
+use crate::device::Device;
+use crate::engine::LoadOptions;
 use crate::error::{Error, Result};
 use crate::files::ModelFiles;
 use crate::image::{Image, ImageInput, ImageRef};
 use crate::loaded::Model;
-use crate::model::{Device, Forward, LoadOptions, Pooling, TextModel};
+use crate::model::{Forward, Pooling, TextModel};
+pub use crate::task::Task;
 use crate::tokenizer::{TextInput, TokenizedBatch};
 
 pub use text_classification::ClassifierFunction;
 pub use token_classification::{Aggregation, Entity};
-
-/// The tasks the engine implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Task {
-    /// Embeddings: per-token hidden states, or pooled sentence vectors.
-    FeatureExtraction,
-    /// One label distribution per input (also `sentiment-analysis`).
-    TextClassification,
-    /// One label per token, optionally grouped into entities (also `ner`).
-    TokenClassification,
-    /// Ranked labels per image.
-    ImageClassification,
-}
-
-impl Task {
-    /// All tasks, in a stable order.
-    pub const ALL: [Task; 4] = [
-        Task::FeatureExtraction,
-        Task::TextClassification,
-        Task::TokenClassification,
-        Task::ImageClassification,
-    ];
-
-    /// The task's canonical name (`feature-extraction`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Task::FeatureExtraction => "feature-extraction",
-            Task::TextClassification => "text-classification",
-            Task::TokenClassification => "token-classification",
-            Task::ImageClassification => "image-classification",
-        }
-    }
-}
-
-impl std::str::FromStr for Task {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "feature-extraction" | "embeddings" => Ok(Task::FeatureExtraction),
-            "text-classification" | "sentiment-analysis" => Ok(Task::TextClassification),
-            "token-classification" | "ner" => Ok(Task::TokenClassification),
-            "image-classification" => Ok(Task::ImageClassification),
-            other => Err(Error::invalid_input(format!(
-                "unknown task `{other}` (expected feature-extraction, text-classification, \
-                 token-classification or image-classification)"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Task {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// `top_k` for text classification: absent means "the best label only" (one object per input),
 /// a number means "that many labels" and `null` means "all labels" (a list per input).

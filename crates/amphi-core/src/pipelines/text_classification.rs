@@ -65,9 +65,9 @@ pub(crate) fn ranked(labels: &[String], scores: &[f32]) -> Vec<LabelScore> {
 /// Turns the logits of each input into ranked labels.
 pub(super) fn finish(model: &TextModel, options: &RunOptions, logits: Vec<f32>) -> Result<Output> {
     let labels = model.labels();
-    let function = options.function_to_apply.unwrap_or_else(|| {
-        ClassifierFunction::default_for(model.config().problem_type.as_deref(), labels.len())
-    });
+    let function = options
+        .function_to_apply
+        .unwrap_or_else(|| ClassifierFunction::default_for(model.problem_type(), labels.len()));
     let per_input = logits
         .chunks_exact(labels.len())
         .map(|row| ranked(labels, &function.apply(row)));

@@ -187,17 +187,18 @@ impl Backend for Cpu {
         &self,
         [word, position, token_type]: [&Tensor; 3],
         ids: &[u32],
+        positions: &[u32],
         type_ids: &[u32],
         shape: BatchShape,
     ) -> Result<Tensor> {
         let n = shape.tokens();
-        if ids.len() != n || type_ids.len() != n {
+        if ids.len() != n || type_ids.len() != n || positions.len() != n {
             return Err(Error::Backend {
                 message: format!("embed: {} ids for {n} positions", ids.len()),
             });
         }
         let (vocab, hidden) = dims2("embed", word)?;
-        let (positions, position_width) = dims2("embed", position)?;
+        let (position_rows, position_width) = dims2("embed", position)?;
         let (types, type_width) = dims2("embed", token_type)?;
         if position_width != hidden || type_width != hidden {
             return Err(Error::Backend {
@@ -208,7 +209,7 @@ impl Backend for Cpu {
         }
         if ids.iter().any(|&i| i as usize >= vocab)
             || type_ids.iter().any(|&i| i as usize >= types)
-            || shape.seq > positions
+            || positions.iter().any(|&i| i as usize >= position_rows)
         {
             return Err(Error::invalid_input(
                 "a token id is outside the embedding table",
@@ -222,12 +223,12 @@ impl Backend for Cpu {
             fn row(table: &[f32], i: usize, hidden: usize) -> &[f32] {
                 &table[i * hidden..][..hidden]
             }
-            for (t, (&id, &ty)) in ids.iter().zip(type_ids).enumerate() {
+            for ((&id, &ty), &at) in ids.iter().zip(type_ids).zip(positions) {
                 let (w, y) = (
                     row(&word, id as usize, hidden),
                     row(&token_type, ty as usize, hidden),
                 );
-                let p = row(&position, t % shape.seq, hidden);
+                let p = row(&position, at as usize, hidden);
                 out.extend(w.iter().zip(y).zip(p).map(|((w, y), p)| (w + y) + p));
             }
         })?;
@@ -433,18 +434,36 @@ mod tests {
             .collect();
         let type_ids: Vec<u32> = (0..shape.tokens() as u32).map(|i| i % 2).collect();
         assert!(
-            Cpu.embed([&word, &pos, &tt], &ids, &type_ids, shape)
-                .is_ok(),
+            Cpu.embed(
+                [&word, &pos, &tt],
+                &ids,
+                &shape.positions(),
+                &type_ids,
+                shape
+            )
+            .is_ok(),
             "ids inside the tables are embedded"
         );
         assert!(
-            Cpu.embed([&word, &pos, &tt], &[vocab as u32; 33], &type_ids, shape)
-                .is_err(),
+            Cpu.embed(
+                [&word, &pos, &tt],
+                &[vocab as u32; 33],
+                &shape.positions(),
+                &type_ids,
+                shape
+            )
+            .is_err(),
             "an id outside the table is refused on the CPU"
         );
         assert!(
-            Cpu.embed([&word, &pos, &tt], &ids, &[types as u32; 33], shape)
-                .is_err(),
+            Cpu.embed(
+                [&word, &pos, &tt],
+                &ids,
+                &shape.positions(),
+                &[types as u32; 33],
+                shape
+            )
+            .is_err(),
             "a token type outside the table is refused on the CPU"
         );
         let long = BatchShape {
@@ -452,8 +471,14 @@ mod tests {
             seq: positions + 1,
         };
         assert!(
-            Cpu.embed([&word, &pos, &tt], &[0; 21], &[0; 21], long)
-                .is_err(),
+            Cpu.embed(
+                [&word, &pos, &tt],
+                &[0; 21],
+                &long.positions(),
+                &[0; 21],
+                long
+            )
+            .is_err(),
             "a sequence longer than the position table is refused on the CPU"
         );
     }

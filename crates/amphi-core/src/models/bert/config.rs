@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::backend::Activation;
 use crate::error::{Error, Result};
 
-pub(crate) const CONFIG_FILE: &str = "config.json";
+use crate::models::{CONFIG_FILE, TextSpec};
 
 fn default_eps() -> f64 {
     1e-12
@@ -40,8 +40,6 @@ pub struct Config {
     #[serde(default = "default_position")]
     pub position_embedding_type: String,
     #[serde(default)]
-    pub architectures: Vec<String>,
-    #[serde(default)]
     pub id2label: BTreeMap<String, String>,
     #[serde(default)]
     pub problem_type: Option<String>,
@@ -49,21 +47,14 @@ pub struct Config {
     pub pad_token_id: Option<u32>,
 }
 
-/// Which head the checkpoint carries on top of the encoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HeadKind {
-    None,
-    SequenceClassification,
-    TokenClassification,
-}
-
 impl Config {
-    pub(crate) fn head(&self) -> HeadKind {
-        let arch = self.architectures.first().map(String::as_str).unwrap_or("");
-        match arch {
-            "BertForSequenceClassification" => HeadKind::SequenceClassification,
-            "BertForTokenClassification" => HeadKind::TokenClassification,
-            _ => HeadKind::None,
+    /// The engine's view, inputs being at most `max_length` tokens long.
+    pub(crate) fn spec(&self, max_length: usize) -> TextSpec {
+        TextSpec {
+            hidden_size: self.hidden_size,
+            max_length,
+            pad_token_id: self.pad_token_id,
+            problem_type: self.problem_type.clone(),
         }
     }
 
@@ -93,6 +84,10 @@ impl Config {
             ),
             (self.vocab_size == 0, "vocab_size must be positive"),
             (
+                self.type_vocab_size == 0,
+                "type_vocab_size must be positive",
+            ),
+            (
                 self.max_position_embeddings == 0,
                 "max_position_embeddings must be positive",
             ),
@@ -117,7 +112,7 @@ impl Config {
         self.activation().map(|_| ())
     }
 
-    fn invalid(&self, message: impl Into<String>) -> Error {
+    pub(crate) fn invalid(&self, message: impl Into<String>) -> Error {
         Error::InvalidConfig {
             file: CONFIG_FILE.to_owned(),
             message: message.into(),

@@ -130,7 +130,13 @@ impl<B: Backend> Vit<B> {
         let x = self.patch.forward(be, &x, Activation::None)?;
         let ids: Vec<u32> = (0..(batch * seq) as u32).collect();
         let types: Vec<u32> = (0..batch * seq).map(|t| u32::from(t % seq == 0)).collect();
-        let mut x = be.embed([&x, &self.position, &self.cls], &ids, &types, shape)?;
+        let mut x = be.embed(
+            [&x, &self.position, &self.cls],
+            &ids,
+            &shape.positions(),
+            &types,
+            shape,
+        )?;
         let mask = be.key_mask(&vec![1; batch * seq], shape)?;
         let (heads, eps) = (cfg.num_attention_heads, cfg.layer_norm_eps);
         for layer in &self.layers {
