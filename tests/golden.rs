@@ -40,6 +40,11 @@ fn tiny_xlmr_embeddings() -> Result<()> {
 }
 
 #[test]
+fn streaming() -> Result<()> {
+    checks::streaming(&cpu())
+}
+
+#[test]
 fn minilm_embeddings() -> Result<()> {
     checks::minilm(&cpu(), &minilm_dir())
 }

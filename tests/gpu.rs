@@ -37,6 +37,11 @@ fn tiny_xlmr_embeddings() -> Result<()> {
 }
 
 #[test]
+fn streaming() -> Result<()> {
+    checks::streaming(&on_gpu())
+}
+
+#[test]
 fn minilm_embeddings() -> Result<()> {
     checks::minilm(&on_gpu(), &minilm_dir())
 }

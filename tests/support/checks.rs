@@ -5,7 +5,7 @@ use amphi_core::Task;
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
-use crate::hosts::Host;
+use crate::hosts::{Host, Streamed};
 use crate::{GoldenTensor, assert_close, case_inputs, case_mask, fixture_model, golden};
 
 /// Logits, hidden states, pooled outputs of the tiny models: abs 1e-4.
@@ -673,4 +673,99 @@ pub fn hostile_images(host: &dyn Host, efficientnet: &std::path::Path, long: u32
         &want,
         TOL_PROB,
     )
+}
+
+/// Streaming (`"stream": true`), on any host: tiny-xlmr's padded batch of 3 streams 3 chunks in
+/// input order, each equal (1e-6) to the non-streamed result's item and to the golden
+/// embedding (1e-6) or hidden states (2e-5). And chunks arrive before later inputs run: a
+/// token-classification stream whose third input is a pair (refused when its step runs) delivers
+/// the first two results, then the error — the same request unstreamed is refused whole.
+pub fn streaming(host: &dyn Host) -> Result<()> {
+    let g = golden("tiny-xlmr.json")?;
+    let xlmr = fixture_model("tiny-xlmr");
+    let case = g["cases"]
+        .as_array()
+        .context("cases")?
+        .iter()
+        .find(|c| c["name"] == "batch_padded")
+        .context("batch_padded")?;
+    let inputs = case_inputs(case)?;
+    let what = format!("{}: stream tiny-xlmr", host.name());
+    for parameters in [json!({}), json!({"pooling": "none", "normalize": false})] {
+        let request = json!({"inputs": inputs, "parameters": parameters});
+        let whole = host.run(Task::FeatureExtraction, &xlmr, &request)?;
+        let Streamed { chunks, error } = host.stream(Task::FeatureExtraction, &xlmr, &request)?;
+        ensure!(error.is_none(), "{what}: ended with {error:?}");
+        ensure!(
+            chunks.len() == inputs.len(),
+            "{what}: {} chunks",
+            chunks.len()
+        );
+        for (i, chunk) in chunks.iter().enumerate() {
+            ensure!(
+                chunk["index"] == json!(i),
+                "{what}: chunk {i} is {}",
+                chunk["index"]
+            );
+            let got = flatten(&chunk["output"])?;
+            assert_close(
+                &format!("{what}[{i}] vs unstreamed"),
+                &got,
+                &flatten(&whole[i])?,
+                1e-6,
+            )?;
+        }
+        if parameters == json!({}) {
+            let want = GoldenTensor::parse(&case["embedding"])?;
+            for (i, chunk) in chunks.iter().enumerate() {
+                assert_close(
+                    &format!("{what}[{i}] embedding"),
+                    &floats(&chunk["output"])?,
+                    want.row(i),
+                    1e-6,
+                )?;
+            }
+        } else {
+            let tokens: Vec<Value> = chunks.iter().map(|c| c["output"].clone()).collect();
+            check_tokens(
+                &format!("{what} last_hidden_state"),
+                &Value::Array(tokens),
+                &GoldenTensor::parse(&case["last_hidden_state"])?,
+                &case_mask(case)?,
+                2e-5,
+            )?;
+        }
+    }
+
+    let tokcls = fixture_model("tiny-bert-tokcls");
+    let request = json!({"inputs": [
+        "My name is Sarah and I live in London.",
+        "hello world",
+        {"text": "a pair", "text_pair": "is refused"}
+    ]});
+    ensure!(
+        host.run(Task::TokenClassification, &tokcls, &request)
+            .is_err(),
+        "{}: a pair is refused by token-classification",
+        host.name()
+    );
+    let Streamed { chunks, error } = host.stream(Task::TokenClassification, &tokcls, &request)?;
+    let indices: Vec<&Value> = chunks.iter().map(|c| &c["index"]).collect();
+    ensure!(
+        indices == [&json!(0), &json!(1)] && error.as_deref() == Some("invalid_input"),
+        "{}: token-classification stream gave chunks {indices:?} and {error:?}",
+        host.name()
+    );
+    Ok(())
+}
+
+fn flatten(v: &Value) -> Result<Vec<f32>> {
+    match v {
+        Value::Array(items) => Ok(items
+            .iter()
+            .map(flatten)
+            .collect::<Result<Vec<_>>>()?
+            .concat()),
+        other => Ok(vec![other.as_f64().context("a number")? as f32]),
+    }
 }

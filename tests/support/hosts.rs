@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use amphi_core::{Device, LoadOptions, Pipeline, Precision, Request, Started, Task};
+use amphi_core::{Device, LoadOptions, Pipeline, Precision, Request, SessionStep, Started, Task};
 use anyhow::Result;
 use serde_json::Value;
 
@@ -27,6 +27,25 @@ pub trait Host {
     fn run(&self, task: Task, model: &Path, request: &Value) -> Result<Value> {
         self.run_with(task, model, request, &[])
     }
+    /// Runs a request with `"stream": true`: the chunks in the order the host delivered them,
+    /// and the code of the error that ended the stream, if one did.
+    fn stream(&self, task: Task, model: &Path, request: &Value) -> Result<Streamed>;
+}
+
+/// What a streamed request delivered ([`Host::stream`]).
+#[derive(Debug, Clone, Default)]
+pub struct Streamed {
+    /// `{"index", "output"}` per input, as they arrived.
+    pub chunks: Vec<Value>,
+    /// The error code that ended the stream early.
+    pub error: Option<String>,
+}
+
+/// `request` with `"stream": true`.
+pub fn streaming(request: &Value) -> Value {
+    let mut r = request.clone();
+    r["stream"] = true.into();
+    r
 }
 
 /// The engine linked in-process, with pipelines cached per (task, model).
@@ -100,6 +119,29 @@ impl Host for Native {
         match pipeline.start_json(&serde_json::to_vec(request)?, attachments.to_vec())? {
             Started::Done(response) => Ok(serde_json::to_value(response)?),
             Started::Pending(_) => anyhow::bail!("a native readback was left pending"),
+        }
+    }
+
+    fn stream(&self, task: Task, model: &Path, request: &Value) -> Result<Streamed> {
+        let pipeline = self.pipeline(task, model)?;
+        let mut out = Streamed::default();
+        let mut session = match pipeline.open(&serde_json::to_vec(&streaming(request))?, vec![]) {
+            Ok(s) => s,
+            Err(e) => {
+                out.error = Some(e.code().to_owned());
+                return Ok(out);
+            }
+        };
+        loop {
+            match session.step() {
+                Ok(SessionStep::Chunk(c)) => out.chunks.push(serde_json::to_value(c)?),
+                Ok(SessionStep::Done(_)) => return Ok(out),
+                Ok(_) => anyhow::bail!("a native step was left pending"),
+                Err(e) => {
+                    out.error = Some(e.code().to_owned());
+                    return Ok(out);
+                }
+            }
         }
     }
 }

@@ -57,7 +57,7 @@ class Amphi {
     self.instance = await WebAssembly.instantiate(module, imports);
     self.x = self.instance.exports;
     self.memory = self.x.memory;
-    assert.equal(self.x.amphi_abi_version(), 4);
+    assert.equal(self.x.amphi_abi_version(), 5);
     return self;
   }
 

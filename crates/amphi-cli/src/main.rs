@@ -19,6 +19,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod bench;
+mod stream;
+mod wasm;
+
+use wasm::run_wasm;
 
 use amphi_core::{
     Aggregation, ClassifierFunction, Device, Inputs, LoadOptions, ModelFiles, Pipeline, Pooling,
@@ -151,6 +155,10 @@ struct RunArgs {
     /// Accept hub files sent without a checksum (sha256 or git blob sha1); refused by default.
     #[arg(long)]
     allow_unverified_downloads: bool,
+    /// Text tasks: print each input's result as soon as it is computed, one JSON line per
+    /// input in input order (`{"index": i, "output": ...}`).
+    #[arg(long)]
+    stream: bool,
 }
 
 pub(crate) fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -349,50 +357,6 @@ fn read_images(args: &RunArgs) -> anyhow::Result<(serde_json::Value, Vec<Vec<u8>
     Ok((serde_json::Value::Array(refs), blobs))
 }
 
-/// Runs the request through amphi.wasm; returns the JSON bytes and the device that ran.
-fn run_wasm(
-    args: &RunArgs,
-    request: &[u8],
-    attachments: &[&[u8]],
-) -> Result<(Vec<u8>, String), Failure> {
-    let artifact = args.artifact.clone().unwrap_or_else(default_artifact);
-    let artifact = amphi_serve::Artifact::read(&artifact).map_err(|e| Failure {
-        code: "missing_file".into(),
-        client: true,
-        message: format!("{e} (build it with `cargo xtask artifact`)"),
-    })?;
-    let runtime = amphi_serve::Runtime::new(
-        artifact,
-        cache_root().map(|d| d.join("wasm")).as_deref(),
-        amphi_serve::GuestLimits::default(),
-    )
-    .map_err(host_failure)?
-    .with_gpu(native_gpu(args.device.into())?);
-    let mut options =
-        serde_json::json!({"device": Device::from(args.device), "precision": args.precision});
-    if let Some(m) = args.max_length {
-        options["max_length"] = m.into();
-    }
-    let spec =
-        amphi_serve::load_model_dir("model", args.model.as_ref(), options).map_err(host_failure)?;
-    let mut guest = runtime.instantiate().map_err(host_failure)?;
-    let model = guest
-        .load_model(&spec.files, &spec.options)
-        .map_err(guest_failure)?;
-    let device = guest
-        .model_info(model)
-        .map_err(guest_failure)?
-        .get("device")
-        .and_then(|d| d.as_str())
-        .unwrap_or("?")
-        .to_owned();
-    let task: Task = args.task.into();
-    let (json, _) = guest
-        .run_with(model, task.as_str(), request, attachments)
-        .map_err(guest_failure)?;
-    Ok((json, device))
-}
-
 /// A model folder: local, or fetched from the hub into the cache.
 fn model_folder(source: &str) -> Result<PathBuf, Failure> {
     model_folder_with(source, false)
@@ -435,6 +399,16 @@ fn run(mut args: RunArgs) -> Result<(), Failure> {
         max_length: args.max_length,
     };
     let request = Request { inputs, parameters };
+    if args.stream {
+        if image_task {
+            return Err(Failure {
+                code: "invalid_input".into(),
+                client: true,
+                message: "--stream is for text tasks (one result per input)".into(),
+            });
+        }
+        return stream::run(&args, &request);
+    }
 
     let started = Instant::now();
     let (json, device) = match args.runtime {

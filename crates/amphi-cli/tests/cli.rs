@@ -625,3 +625,76 @@ fn image_classification_from_files_native_and_wasm() -> Result<()> {
     }
     Ok(())
 }
+
+/// `--stream`: one JSON line per input, in input order, natively and through amphi.wasm; each
+/// line is printed when its input has been computed — a token-classification stream whose third
+/// input is a pair (refused when its turn comes) prints two lines, then fails.
+#[test]
+fn stream_prints_a_line_per_input_native_and_wasm() -> Result<()> {
+    let artifact = amphi_tests::artifact_path();
+    let g = golden("tiny-xlmr.json")?;
+    let case = g["cases"]
+        .as_array()
+        .context("cases")?
+        .iter()
+        .find(|c| c["name"] == "batch_padded")
+        .context("batch_padded")?;
+    let want = GoldenTensor::parse(&case["embedding"])?;
+    let xlmr = fixture_model("tiny-xlmr");
+    let tokcls = fixture_model("tiny-bert-tokcls");
+    for runtime in ["native", "wasm"] {
+        let base = |task: &'static str, model: &std::path::Path| -> Result<Vec<String>> {
+            Ok([
+                "run",
+                task,
+                "--stream",
+                "--device",
+                "cpu",
+                "--runtime",
+                runtime,
+                "--artifact",
+                artifact.to_str().context("path")?,
+                "-m",
+                model.to_str().context("path")?,
+            ]
+            .map(str::to_owned)
+            .to_vec())
+        };
+        let args = base("feature-extraction", &xlmr)?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = amphi(&args, Some(&case["texts"].to_string()))?;
+        ensure!(
+            out.status.success(),
+            "{runtime}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)?
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        ensure!(lines.len() == 3, "{runtime}: {} lines", lines.len());
+        for (i, line) in lines.iter().enumerate() {
+            ensure!(
+                line["index"] == i,
+                "{runtime}: line {i} is {}",
+                line["index"]
+            );
+            let got: Vec<f32> = serde_json::from_value(line["output"].clone())?;
+            assert_close(&format!("{runtime} stream[{i}]"), &got, want.row(i), 1e-6)?;
+        }
+
+        let args = base("token-classification", &tokcls)?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stdin = r#"["My name is Sarah.", "hello world", {"text": "a", "text_pair": "pair"}]"#;
+        let out = amphi(&args, Some(stdin))?;
+        let stdout = String::from_utf8(out.stdout)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success()
+                && stdout.lines().count() == 2
+                && stderr.contains("invalid_input"),
+            "{runtime}: {stdout} / {stderr}"
+        );
+    }
+    Ok(())
+}

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use amphi_core::Task;
-use amphi_tests::hosts::Host;
+use amphi_tests::hosts::{Host, Streamed, streaming};
 use amphi_tests::{
     GoldenTensor, artifact_path, assert_close, checks, fixture_model, golden, minilm_dir,
 };
@@ -242,6 +242,140 @@ impl Host for Server {
         );
         reply.json()
     }
+
+    /// `"stream": true`: the Server-Sent Events, parsed.
+    fn stream(&self, task: Task, model: &Path, request: &Value) -> Result<Streamed> {
+        let name = model.file_name().context("name")?.to_string_lossy();
+        let path = format!("/v1/pipelines/{}?model={name}", task.as_str());
+        let mut r = agent()
+            .post(format!("{}{path}", self.base))
+            .content_type("application/json")
+            .send(serde_json::to_vec(&streaming(request))?.as_slice())?;
+        let status = r.status().as_u16();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = r.body_mut().with_config().limit(64 << 20).read_to_vec()?;
+        let reply = Reply { status, body };
+        let mut out = Streamed::default();
+        if status != 200 {
+            out.error = Some(reply.error_code()?);
+            return Ok(out);
+        }
+        ensure!(
+            content_type == "text/event-stream",
+            "content type {content_type}"
+        );
+        let text = String::from_utf8(reply.body)?;
+        let mut done = false;
+        for event in text.split("\n\n").filter(|e| !e.is_empty()) {
+            ensure!(!done, "an event after [DONE]: {event}");
+            let (mut kind, mut data) = ("message", "");
+            for line in event.lines() {
+                if let Some(k) = line.strip_prefix("event: ") {
+                    kind = k;
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = d;
+                }
+            }
+            match (kind, data) {
+                ("message", "[DONE]") => done = true,
+                ("message", json) => out.chunks.push(serde_json::from_str(json)?),
+                ("error", json) => {
+                    let v: Value = serde_json::from_str(json)?;
+                    out.error = v["error"]["code"].as_str().map(str::to_owned);
+                    done = true;
+                }
+                other => bail!("unexpected event {other:?}"),
+            }
+        }
+        ensure!(done, "the stream ended without [DONE] or an error");
+        Ok(out)
+    }
+}
+
+fn tokens_total(server: &Server) -> Result<u64> {
+    let metrics = String::from_utf8(server.get("/metrics")?.body)?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("amphi_tokens_total "))
+        .context("amphi_tokens_total")?
+        .trim()
+        .parse()
+        .context("tokens")
+}
+
+/// A client that goes away mid-stream cancels the session: of 32 inputs, the server
+/// computes a few past the chunk the client read (the tokens counted say how many), and the
+/// instances keep serving.
+fn a_disconnected_stream_stops(server: &Server) -> Result<()> {
+    use std::io::{Read, Write};
+    let text = "the quick brown fox jumps over the lazy dog ".repeat(4);
+    let request = json!({"inputs": vec![text; 32], "model": "all-MiniLM-L6-v2"});
+    let before = tokens_total(server)?;
+    let reply = server.post("/v1/pipelines/feature-extraction", request.to_string())?;
+    ensure!(
+        reply.status == 200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let full = tokens_total(server)? - before;
+
+    let mut body = request;
+    body["stream"] = true.into();
+    let body = body.to_string();
+    let addr = server.base.trim_start_matches("http://");
+    let mut socket = std::net::TcpStream::connect(addr)?;
+    write!(
+        socket,
+        "POST /v1/pipelines/feature-extraction HTTP/1.1\r\nhost: {addr}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    socket.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("data: {") {
+        let n = socket.read(&mut buf)?;
+        ensure!(n > 0, "closed before the first chunk");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    ensure!(String::from_utf8_lossy(&seen).contains("text/event-stream"));
+    drop(socket);
+
+    // The next request is served; by then the cancelled session has ended.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut probes = 0;
+    loop {
+        probes += 1;
+        let reply = server.post(
+            "/v1/embeddings",
+            json!({"input": "hello world", "model": "all-MiniLM-L6-v2"}).to_string(),
+        )?;
+        ensure!(
+            reply.status == 200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let stats = server.get("/healthz")?.json()?;
+        if stats["instances"]["in_flight"] == json!(0) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let streamed = tokens_total(server)? - before - full - 4 * probes; // "hello world": 4 tokens
+    ensure!(
+        streamed < full / 2,
+        "a cancelled stream computed {streamed} of {full} tokens"
+    );
+    #[allow(clippy::print_stderr)] // the figure for the issue notes
+    {
+        eprintln!("cancelled stream: {streamed} of {full} tokens computed");
+    }
+    Ok(())
 }
 
 fn golden_embedding(case: usize) -> Result<GoldenTensor> {
@@ -486,7 +620,7 @@ fn traps_never_take_the_server_down(server: &Server) -> Result<()> {
         );
     }
     // Both trapped instances come back (rebuilt in the background).
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     loop {
         let health = server.get("/healthz")?.json()?;
         if health["instances"]["restarts"].as_u64() >= Some(2) && health["instances"]["idle"] == 2 {
@@ -593,11 +727,13 @@ fn http_api() -> Result<()> {
     checks::tiny_seqcls(&server)?;
     checks::tiny_roberta_seqcls(&server)?;
     checks::tiny_xlmr(&server)?;
+    checks::streaming(&server)?;
     checks::tiny_tokcls(&server)?;
     checks::minilm(&server, &minilm_dir())?;
     embeddings(&server)?;
     error_codes(&server)?;
     concurrent_requests_are_not_mixed_up(&server)?;
+    a_disconnected_stream_stops(&server)?;
     traps_never_take_the_server_down(&server)?;
     overload_gives_429(&server)?;
     models_health_metrics_artifact(&server)?;

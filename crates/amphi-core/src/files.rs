@@ -53,6 +53,29 @@ impl ModelFiles {
         self
     }
 
+    /// Appends a piece to a file, creating it: hosts that read a large file in pieces (a
+    /// stream, an ABI call per piece) never hold it whole twice. `total_len`, when not 0, is the
+    /// file's final size: the first piece reserves it, and pieces beyond it are refused.
+    pub fn append(&mut self, name: &str, piece: &[u8], total_len: usize) -> Result<()> {
+        let too_large = |message: String| Error::InputTooLarge { message };
+        let file = self.files.entry(name.to_owned()).or_default();
+        let end = file.len().saturating_add(piece.len());
+        if total_len != 0 && end > total_len {
+            return Err(too_large(format!(
+                "{name}: pieces add up to more than the announced {total_len} bytes"
+            )));
+        }
+        let want = if file.is_empty() && total_len != 0 {
+            total_len
+        } else {
+            piece.len()
+        };
+        file.try_reserve_exact(want.saturating_sub(file.capacity() - file.len()))
+            .map_err(|_| too_large(format!("{name}: no memory for {want} more bytes")))?;
+        file.extend_from_slice(piece);
+        Ok(())
+    }
+
     /// Builder form of [`ModelFiles::insert`].
     pub fn with(mut self, name: impl Into<String>, bytes: Vec<u8>) -> Self {
         self.insert(name, bytes);
@@ -117,5 +140,26 @@ impl ModelFiles {
                 .map(Some)
                 .map_err(|e| Error::json(name, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModelFiles;
+
+    #[test]
+    fn pieces_add_up_to_the_file() {
+        let mut files = ModelFiles::new();
+        files.append("model.safetensors", b"abc", 7).expect("first");
+        files
+            .append("model.safetensors", b"defg", 7)
+            .expect("second");
+        assert_eq!(files.get("model.safetensors"), Some(&b"abcdefg"[..]));
+        let e = files
+            .append("model.safetensors", b"h", 7)
+            .expect_err("past the announced size");
+        assert_eq!(e.code(), "input_too_large");
+        files.append("config.json", b"{}", 0).expect("size unknown");
+        assert_eq!(files.get("config.json"), Some(&b"{}"[..]));
     }
 }

@@ -69,4 +69,67 @@ mod tests {
         let after = serde_json::to_value(model.run(&texts, &options).expect("run")).expect("json");
         assert_eq!(before, after);
     }
+
+    /// A stream computes each input when it is asked for the next chunk: after the first chunk,
+    /// a stop makes the second step fail (so the first arrived before the second input ran).
+    /// Every chunk, streamed to the end, is the non-streamed result's item at its index.
+    #[test]
+    fn a_stream_computes_each_input_when_asked_and_matches_the_batch() {
+        super::set_interrupt_check(stop);
+        let files = ModelFiles::from_dir(fixtures().join("models/tiny-bert")).expect("files");
+        let p =
+            Pipeline::load(Task::FeatureExtraction, files, &LoadOptions::default()).expect("load");
+        let texts: Vec<crate::TextInput> = vec![
+            "hello".into(),
+            "a much longer sentence, which pads the others in a batch".into(),
+            "third".into(),
+        ];
+        for options in [
+            RunOptions::default(),
+            RunOptions {
+                pooling: Some(crate::Pooling::Mean),
+                normalize: Some(true),
+                ..RunOptions::default()
+            },
+        ] {
+            let whole = serde_json::to_value(p.run(&texts, &options).expect("run")).expect("json");
+            let chunks: Vec<_> = p
+                .stream(&texts, &options)
+                .expect("stream")
+                .collect::<crate::Result<_>>()
+                .expect("chunks");
+            assert_eq!(chunks.len(), texts.len());
+            for (i, chunk) in chunks.iter().enumerate() {
+                assert_eq!(chunk.index, i);
+                let got = serde_json::to_value(chunk).expect("json");
+                let (got, want) = (flat(&got["output"]), flat(&whole[i]));
+                assert_eq!(got.len(), want.len(), "input {i}");
+                let diff = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+                // Alone or padded in a batch, the same input: masked keys add exact zeros.
+                assert!(
+                    diff <= 1e-6,
+                    "input {i}: streamed vs batched differ by {diff}"
+                );
+            }
+        }
+
+        let mut stream = p.stream(&texts, &RunOptions::default()).expect("stream");
+        assert_eq!(stream.next().expect("first").expect("chunk").index, 0);
+        STOP.with(|s| s.set(true));
+        let second = stream.next().expect("second");
+        STOP.with(|s| s.set(false));
+        assert!(matches!(second, Err(Error::Interrupted)), "{second:?}");
+        assert!(stream.next().is_none(), "a failed stream is finished");
+    }
+
+    fn flat(v: &serde_json::Value) -> Vec<f64> {
+        match v {
+            serde_json::Value::Array(items) => items.iter().flat_map(flat).collect(),
+            other => vec![other.as_f64().expect("number")],
+        }
+    }
 }

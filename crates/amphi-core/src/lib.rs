@@ -58,8 +58,8 @@ pub use interrupt::set_interrupt_check;
 pub use loaded::{Model, ModelInfo};
 pub use model::{EmbeddingDefaults, Pooling, RawOutput, RawTensor, TextModel};
 pub use pipelines::{
-    Aggregation, ClassifierFunction, Entity, Inputs, LabelScore, Limits, Output, Pending, Pipeline,
-    Request, Response, RunOptions, Started, Task, TopK,
+    Aggregation, Chunk, ClassifierFunction, Entity, Inputs, LabelScore, Limits, Output, Pending,
+    Pipeline, Request, Response, RunOptions, Session, SessionStep, Started, Task, TopK,
 };
 pub use tokenizer::TextInput;
 pub use vision::ImageModel;

@@ -90,7 +90,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
             code: code.to_owned(),
@@ -135,14 +135,21 @@ impl From<PoolError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// `{"error": {"code", "message", "type"}}`.
+    pub(crate) fn body(&self) -> Value {
         let kind = if self.status.is_client_error() {
             "invalid_request_error"
         } else {
             "server_error"
         };
-        let body = json!({"error": {"code": self.code, "message": self.message, "type": kind}});
+        json!({"error": {"code": self.code, "message": self.message, "type": kind}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = self.body();
         let mut response = (self.status, axum::Json(body)).into_response();
         if matches!(
             self.status,
@@ -558,7 +565,21 @@ async fn pipeline(
         None => return Err(ApiError::bad_request("missing `inputs`")),
     };
     check_count(&state, count)?;
+    let stream = match req.get("stream") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(ApiError::bad_request("`stream` must be true or false")),
+    };
     let request = serde_json::to_vec(&req).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if stream {
+        if !attachments.is_empty() || task == "image-classification" {
+            return Err(ApiError::bad_request(
+                "streaming is for text tasks (one result per input)",
+            ));
+        }
+        let sse = crate::stream::events(&state, admission, index, task, request).await?;
+        return Ok(([(DEVICE_HEADER, device_of(&state, index))], sse).into_response());
+    }
     let (out, _) = run_guest(&state, admission, index, task, request, attachments).await?;
     Ok((
         [

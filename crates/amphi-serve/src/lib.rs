@@ -34,6 +34,7 @@ mod module_cache;
 pub mod pool;
 mod profile;
 mod runtime;
+mod stream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,7 +43,9 @@ use std::sync::Arc;
 pub use error::{Error, GuestError};
 pub use http::HttpLimits;
 pub use metrics::Metrics;
-pub use runtime::{ABI_VERSION, Artifact, Deadlines, Guest, GuestLimits, ModuleTiming, Runtime};
+pub use runtime::{
+    ABI_VERSION, Artifact, Deadlines, Guest, GuestLimits, ModuleTiming, Runtime, StreamEnd,
+};
 
 use pool::{ModelSpec, Pool};
 

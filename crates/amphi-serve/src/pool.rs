@@ -73,6 +73,17 @@ impl Worker {
             .run_with(self.handles[index], task, request, attachments)
     }
 
+    /// Streams `task` on the model at `index` ([`Guest::stream`]).
+    pub fn stream(
+        &mut self,
+        index: usize,
+        task: &str,
+        request: &[u8],
+        chunk: impl FnMut(Vec<u8>, usize) -> bool,
+    ) -> Result<crate::StreamEnd, GuestError> {
+        self.guest.stream(self.handles[index], task, request, chunk)
+    }
+
     /// The instance itself (test hooks).
     pub fn guest(&mut self) -> &mut Guest {
         &mut self.guest

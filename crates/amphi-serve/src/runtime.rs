@@ -18,8 +18,12 @@ use crate::error::{Error, GuestError};
 use crate::gpu_imports::{self, GpuState};
 use crate::module_cache::{ModuleCache, cache_key};
 
+mod session;
+use session::SessionFns;
+pub use session::StreamEnd;
+
 /// The ABI version this host speaks (`amphi_abi_version`).
-pub const ABI_VERSION: i32 = 4;
+pub const ABI_VERSION: i32 = 5;
 
 /// How often the epoch advances: the granularity of deadlines.
 const TICK: Duration = Duration::from_millis(5);
@@ -390,6 +394,7 @@ impl Runtime {
             debug_panic: func!("amphi_debug_panic"),
             debug_spin: func!("amphi_debug_spin"),
             probes: Probes::find(&instance, &mut store),
+            sessions: SessionFns::find(&instance, &mut store),
             limits: self.limits,
             store,
             _ticker: self.ticker.clone(),
@@ -421,6 +426,8 @@ pub struct Guest {
     debug_panic: TypedFunc<(), ()>,
     debug_spin: TypedFunc<(), ()>,
     probes: Option<Probes>,
+    /// ABI v5 sessions (absent from older artifacts).
+    sessions: Option<SessionFns>,
     /// Keeps the epoch advancing while this guest lives.
     _ticker: Arc<Ticker>,
 }

@@ -8,8 +8,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use amphi_core::Task;
-use amphi_serve::{Artifact, Deadlines, Guest, GuestError, GuestLimits, Runtime, load_model_dir};
-use amphi_tests::hosts::Host;
+use amphi_serve::{
+    Artifact, Deadlines, Guest, GuestError, GuestLimits, Runtime, StreamEnd, load_model_dir,
+};
+use amphi_tests::hosts::{Host, Streamed, streaming};
 use amphi_tests::{artifact_path, checks, efficientnet_dir, fixture_model, minilm_dir};
 use anyhow::{Context, Result, ensure};
 
@@ -44,6 +46,47 @@ impl Host for Wasm {
         attachments: &[Vec<u8>],
     ) -> Result<serde_json::Value> {
         let mut guests = self.guests.lock().expect("lock");
+        let (guest, handle) = self.guest(&mut guests, model)?;
+        let attachments: Vec<&[u8]> = attachments.iter().map(Vec::as_slice).collect();
+        let (json, _) = guest.run_with(
+            *handle,
+            task.as_str(),
+            &serde_json::to_vec(request)?,
+            &attachments,
+        )?;
+        Ok(serde_json::from_slice(&json)?)
+    }
+
+    fn stream(&self, task: Task, model: &Path, request: &serde_json::Value) -> Result<Streamed> {
+        let mut guests = self.guests.lock().expect("lock");
+        let (guest, handle) = self.guest(&mut guests, model)?;
+        let mut out = Streamed::default();
+        let body = serde_json::to_vec(&streaming(request))?;
+        let mut chunks = Vec::new();
+        let end = guest.stream(*handle, task.as_str(), &body, |json, _| {
+            chunks.push(json);
+            true
+        });
+        for json in chunks {
+            out.chunks.push(serde_json::from_slice(&json)?);
+        }
+        match end {
+            Ok(StreamEnd::Done) => {}
+            Ok(StreamEnd::Cancelled) => anyhow::bail!("nothing cancelled this stream"),
+            Err(e) if !e.is_fatal() => out.error = Some(e.code().to_owned()),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(out)
+    }
+}
+
+impl Wasm {
+    /// The instance holding `model`, loaded on first use.
+    fn guest<'a>(
+        &self,
+        guests: &'a mut HashMap<PathBuf, (Guest, i32)>,
+        model: &Path,
+    ) -> Result<&'a mut (Guest, i32)> {
         if !guests.contains_key(model) {
             let mut guest = self.runtime.instantiate()?;
             let options = serde_json::json!({"device": self.device, "precision": self.precision});
@@ -58,15 +101,7 @@ impl Host for Wasm {
             );
             guests.insert(model.to_path_buf(), (guest, handle));
         }
-        let (guest, handle) = guests.get_mut(model).context("guest")?;
-        let attachments: Vec<&[u8]> = attachments.iter().map(Vec::as_slice).collect();
-        let (json, _) = guest.run_with(
-            *handle,
-            task.as_str(),
-            &serde_json::to_vec(request)?,
-            &attachments,
-        )?;
-        Ok(serde_json::from_slice(&json)?)
+        guests.get_mut(model).context("guest")
     }
 }
 
@@ -139,6 +174,7 @@ fn goldens_through_the_artifact() -> Result<()> {
     checks::tiny_seqcls(&host)?;
     checks::tiny_roberta_seqcls(&host)?;
     checks::tiny_xlmr(&host)?;
+    checks::streaming(&host)?;
     checks::tiny_tokcls(&host)?;
     checks::minilm(&host, &minilm_dir())?;
     checks::tiny_vit(&host)?;
@@ -163,6 +199,7 @@ fn goldens_through_the_artifact_on_the_gpu() -> Result<()> {
     checks::tiny_seqcls(&host)?;
     checks::tiny_roberta_seqcls(&host)?;
     checks::tiny_xlmr(&host)?;
+    checks::streaming(&host)?;
     checks::tiny_tokcls(&host)?;
     checks::minilm(&host, &minilm_dir())?;
     checks::tiny_vit(&host)?;
@@ -359,5 +396,47 @@ fn goldens_with_preemptive_deadlines() -> Result<()> {
         .probe_matmul((8, 16, 32), 10)?
         .context("amphi.wasm exports the probes")?;
     ensure!(peak > 0.0 && matmul > 0.0, "peak {peak}, matmul {matmul}");
+    Ok(())
+}
+
+/// A session the host cancels after its first chunk is freed: 30 cancelled streams of 32 inputs
+/// leave the guest's memory where the first few left it, and the instance serves the next
+/// request.
+#[test]
+fn cancelled_sessions_are_freed() -> Result<()> {
+    let runtime = runtime(GuestLimits::default())?;
+    let mut guest = runtime.instantiate()?;
+    let spec = load_model_dir("m", &fixture_model("tiny-xlmr"), serde_json::json!({}))?;
+    let model = guest.load_model(&spec.files, &spec.options)?;
+    let texts: Vec<String> = (0..32)
+        .map(|i| format!("sentence number {i} of many"))
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({"inputs": texts, "stream": true}))?;
+    let cancel = |guest: &mut Guest| -> Result<()> {
+        let mut seen = 0;
+        let end = guest.stream(model, "feature-extraction", &body, |_, _| {
+            seen += 1;
+            false
+        })?;
+        ensure!(
+            end == StreamEnd::Cancelled && seen == 1,
+            "{end:?} after {seen}"
+        );
+        Ok(())
+    };
+    for _ in 0..3 {
+        cancel(&mut guest)?;
+    }
+    let warm = guest.memory_bytes();
+    for _ in 0..30 {
+        cancel(&mut guest)?;
+    }
+    ensure!(
+        guest.memory_bytes() == warm,
+        "memory grew from {warm} to {} bytes",
+        guest.memory_bytes()
+    );
+    let (json, _) = guest.run(model, "feature-extraction", br#"{"inputs": "hello world"}"#)?;
+    ensure!(serde_json::from_slice::<serde_json::Value>(&json)?[0].is_array());
     Ok(())
 }

@@ -20,6 +20,7 @@
 
 pub mod gpu;
 pub mod host;
+pub mod session;
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -32,8 +33,10 @@ use serde::Deserialize;
 
 /// Version of the ABI below. Hosts check it before anything else. Version 2 added the
 /// `amphi_gpu` imports ([`gpu`]) and `amphi_resume`; version 3 image models and request
-/// attachments ([`amphi_attach`]); version 4 the `amphi_host.interrupted` import ([`host`]).
-pub const ABI_VERSION: i32 = 4;
+/// attachments ([`amphi_attach`]); version 4 the `amphi_host.interrupted` import ([`host`]);
+/// version 5 sessions ([`session`]: open / step / resume / free, streamed chunks) and model
+/// files added in pieces ([`amphi_files_append`]).
+pub const ABI_VERSION: i32 = 5;
 
 /// Status returned by fallible calls: success.
 pub const STATUS_OK: i32 = 0;
@@ -54,6 +57,8 @@ struct State {
     tokens: usize,
     /// The request waiting for its readback (one at a time).
     pending: Option<(Pipeline, Pending)>,
+    /// Open sessions ([`session`]).
+    sessions: Vec<Option<session::Open>>,
 }
 
 thread_local! {
@@ -177,6 +182,46 @@ pub unsafe extern "C" fn amphi_files_add(
                 set.insert(name, data);
                 STATUS_OK
             }
+            _ => {
+                drop(s);
+                bad_handle("files", files)
+            }
+        }
+    })
+}
+
+/// Appends a piece to a file of a set (creating it), so that a host can stream a large file
+/// into guest memory without holding it whole as one buffer of its own. `total_len` is the
+/// file's final size when known (the first piece reserves it; 0 = unknown). Takes both
+/// buffers. Returns [`STATUS_OK`] or [`STATUS_ERROR`].
+///
+/// # Safety
+/// Both buffers must come from [`amphi_alloc`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn amphi_files_append(
+    files: i32,
+    name_ptr: *mut u8,
+    name_len: usize,
+    data_ptr: *mut u8,
+    data_len: usize,
+    total_len: usize,
+) -> i32 {
+    // SAFETY: the caller passes buffers from `amphi_alloc`.
+    let (name, data) = unsafe { (take_str(name_ptr, name_len), take(data_ptr, data_len)) };
+    let name = match name {
+        Ok(n) => n,
+        Err(e) => return fail(&e),
+    };
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        match slot(&mut s.files, files) {
+            Some(Some(set)) => match set.append(&name, &data, total_len) {
+                Ok(()) => STATUS_OK,
+                Err(e) => {
+                    drop(s);
+                    fail(&e)
+                }
+            },
             _ => {
                 drop(s);
                 bad_handle("files", files)

@@ -35,7 +35,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 /// The ABI version this host speaks.
-const ABI_VERSION: i32 = 4;
+const ABI_VERSION: i32 = 5;
 
 #[wasm_bindgen]
 extern "C" {

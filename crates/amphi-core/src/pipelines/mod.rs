@@ -6,6 +6,7 @@
 
 mod feature_extraction;
 mod image_classification;
+mod session;
 mod text_classification;
 mod token_classification;
 
@@ -24,6 +25,7 @@ use crate::model::{Forward, Pooling, TextModel};
 pub use crate::task::Task;
 use crate::tokenizer::{TextInput, TokenizedBatch};
 
+pub use session::{Chunk, Session, SessionStep};
 pub use text_classification::ClassifierFunction;
 pub use token_classification::{Aggregation, Entity};
 
@@ -501,8 +503,16 @@ impl Pipeline {
 
     /// Finishes a [`Started::Pending`] request with the bytes of its readback.
     pub fn resume(&self, pending: Pending, readback: &[u8]) -> Result<Response> {
-        let data = f32s(readback);
-        let output = match (&pending.text, &*self.model) {
+        let output = self.finish_pending(&pending, f32s(readback))?;
+        Ok(Response {
+            output,
+            single: pending.single,
+            tokens: pending.tokens,
+        })
+    }
+
+    fn finish_pending(&self, pending: &Pending, data: Vec<f32>) -> Result<Output> {
+        Ok(match (&pending.text, &*self.model) {
             (Some((inputs, batch)), Model::Text(model)) => {
                 self.finish_text(model, inputs, batch, &pending.options, data)?
             }
@@ -514,11 +524,6 @@ impl Pipeline {
                     "the pending request belongs to another model",
                 ));
             }
-        };
-        Ok(Response {
-            output,
-            single: pending.single,
-            tokens: pending.tokens,
         })
     }
 }

@@ -1,0 +1,290 @@
+//! Sessions: a request that a host steps until it is done. Each step ends with a chunk of
+//! output ready, waiting for a GPU readback, or done. A session owns its request's state,
+//! checks the deadline at every step, and frees everything when the host drops it.
+//!
+//! A plain request is a one-step session (its whole [`Response`] at the first step). A
+//! streamed text request (`"stream": true`) runs one input per step and yields each input's
+//! result as a [`Chunk`] as soon as it is computed, in input order.
+
+use serde::Serialize;
+use serde::ser::SerializeStruct;
+
+use super::{Inputs, Output, Pending, Pipeline, Request, RunOptions, Started, Step, Task};
+use crate::backend::f32s;
+use crate::error::{Error, Result};
+use crate::tokenizer::TextInput;
+
+/// The result for one input of a streamed request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    /// The input's position in the request.
+    pub index: usize,
+    /// Its result (an output covering one input).
+    pub output: Output,
+    /// Tokens processed for it (special tokens included).
+    pub tokens: usize,
+}
+
+/// `{"index": i, "output": <the item the non-streamed list would hold at i>}`.
+impl Serialize for Chunk {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_struct("Chunk", 2)?;
+        m.serialize_field("index", &self.index)?;
+        match &self.output {
+            Output::Pooled(v) => m.serialize_field("output", &v[0])?,
+            Output::Tokens(v) => m.serialize_field("output", &v[0])?,
+            Output::Best(v) => m.serialize_field("output", &v[0])?,
+            Output::Ranked(v) => m.serialize_field("output", &v[0])?,
+            Output::Entities(v) => m.serialize_field("output", &v[0])?,
+        }
+        m.end()
+    }
+}
+
+/// Where a [`Session`] stands after a step.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SessionStep {
+    /// A chunk of output is ready; step again for the next.
+    Chunk(Chunk),
+    /// Waiting for the host's GPU readback with this id: hand its bytes to
+    /// [`Session::resume`].
+    Pending(u32),
+    /// Finished: the whole response of a one-step session, `None` after the last chunk.
+    Done(Option<super::Response>),
+}
+
+enum State {
+    /// A one-step request, run at the first step.
+    Whole {
+        request: Vec<u8>,
+        attachments: Vec<Vec<u8>>,
+    },
+    /// Waiting for the readback of a one-step request.
+    WholePending(Pending),
+    /// A streamed text request, one input per step.
+    Stream {
+        inputs: Vec<TextInput>,
+        options: RunOptions,
+        next: usize,
+        pending: Option<Pending>,
+    },
+    Finished,
+}
+
+/// A request being stepped (see the module docs). Dropping it frees its state.
+pub struct Session {
+    pipeline: Pipeline,
+    state: State,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("task", &self.pipeline.task())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct StreamFlag {
+    #[serde(default)]
+    stream: bool,
+}
+
+impl Pipeline {
+    /// Opens a session for a request given as JSON, as [`Pipeline::start_json`] takes it, plus
+    /// an optional top-level `"stream": true` that streams a text request's results one input
+    /// at a time.
+    pub fn open(&self, request: &[u8], attachments: Vec<Vec<u8>>) -> Result<Session> {
+        let parse_error = |e: serde_json::Error| Error::invalid_input(format!("request: {e}"));
+        let mut value: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(request).map_err(parse_error)?;
+        let stream = match value.remove("stream") {
+            None => false,
+            Some(v) => {
+                serde_json::from_value::<StreamFlag>(serde_json::json!({ "stream": v }))
+                    .map_err(parse_error)?
+                    .stream
+            }
+        };
+        if !stream {
+            let request = serde_json::to_vec(&value).map_err(parse_error)?;
+            return Ok(Session {
+                pipeline: self.clone(),
+                state: State::Whole {
+                    request,
+                    attachments,
+                },
+            });
+        }
+        if self.task() == Task::ImageClassification {
+            return Err(Error::invalid_input(
+                "streaming is for text tasks (one result per input)",
+            ));
+        }
+        let request: Request =
+            serde_json::from_value(serde_json::Value::Object(value)).map_err(parse_error)?;
+        self.stream_session(request)
+    }
+
+    /// Opens a streamed session over text inputs: one [`Chunk`] per input, in input order.
+    pub fn stream_session(&self, request: Request) -> Result<Session> {
+        let Request { inputs, parameters } = request;
+        let inputs = match inputs {
+            Inputs::One(t) => vec![t],
+            Inputs::Many(v) => v,
+        };
+        parameters.check_task(self.task)?;
+        self.text()?;
+        self.check_batch(inputs.len())?;
+        Ok(Session {
+            pipeline: self.clone(),
+            state: State::Stream {
+                inputs,
+                options: parameters,
+                next: 0,
+                pending: None,
+            },
+        })
+    }
+
+    /// Runs a streamed request to its end on a host whose readbacks finish at once (every
+    /// native host): an iterator of each input's [`Chunk`], in input order, each computed when
+    /// the iterator is advanced.
+    pub fn stream(
+        &self,
+        inputs: &[TextInput],
+        options: &RunOptions,
+    ) -> Result<impl Iterator<Item = Result<Chunk>> + use<>> {
+        let mut session = self.stream_session(Request {
+            inputs: Inputs::Many(inputs.to_vec()),
+            parameters: options.clone(),
+        })?;
+        Ok(std::iter::from_fn(move || match session.step() {
+            Ok(SessionStep::Chunk(c)) => Some(Ok(c)),
+            Ok(SessionStep::Done(_)) => None,
+            Ok(SessionStep::Pending(_)) => {
+                session.state = State::Finished;
+                Some(Err(Error::Backend {
+                    message: "this host reads GPU buffers asynchronously: step a Session"
+                        .to_owned(),
+                }))
+            }
+            Err(e) => Some(Err(e)),
+        }))
+    }
+}
+
+impl Session {
+    /// The task the session runs.
+    pub fn task(&self) -> Task {
+        self.pipeline.task()
+    }
+
+    /// Runs the next step. After an error the session is finished.
+    pub fn step(&mut self) -> Result<SessionStep> {
+        let out = self.step_inner();
+        if out.is_err() {
+            self.state = State::Finished;
+        }
+        out
+    }
+
+    fn step_inner(&mut self) -> Result<SessionStep> {
+        crate::interrupt::check()?;
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Whole {
+                request,
+                attachments,
+            } => match self.pipeline.start_json(&request, attachments)? {
+                Started::Done(response) => Ok(SessionStep::Done(Some(response))),
+                Started::Pending(pending) => {
+                    let id = pending.readback();
+                    self.state = State::WholePending(pending);
+                    Ok(SessionStep::Pending(id))
+                }
+            },
+            State::Stream {
+                inputs,
+                options,
+                next,
+                pending: None,
+            } => {
+                let Some(input) = inputs.get(next) else {
+                    return Ok(SessionStep::Done(None));
+                };
+                let step = self
+                    .pipeline
+                    .start_inner(std::slice::from_ref(input), &options)?;
+                let state = |pending| State::Stream {
+                    inputs: inputs.clone(),
+                    options: options.clone(),
+                    next: next + 1,
+                    pending,
+                };
+                match step {
+                    Step::Done(output, tokens) => {
+                        self.state = state(None);
+                        Ok(SessionStep::Chunk(Chunk {
+                            index: next,
+                            output,
+                            tokens,
+                        }))
+                    }
+                    Step::Pending(p) => {
+                        let id = p.readback();
+                        self.state = state(Some(p));
+                        Ok(SessionStep::Pending(id))
+                    }
+                }
+            }
+            State::Stream { .. } | State::WholePending(_) => Err(Error::invalid_input(
+                "the session is waiting for a readback: resume it",
+            )),
+            State::Finished => Ok(SessionStep::Done(None)),
+        }
+    }
+
+    /// Finishes the step that is waiting for a GPU readback, with the readback's bytes.
+    pub fn resume(&mut self, readback: &[u8]) -> Result<SessionStep> {
+        let out = match std::mem::replace(&mut self.state, State::Finished) {
+            State::WholePending(pending) => self
+                .pipeline
+                .resume(pending, readback)
+                .map(|r| SessionStep::Done(Some(r))),
+            State::Stream {
+                inputs,
+                options,
+                next,
+                pending: Some(pending),
+            } => {
+                let tokens = pending.tokens;
+                let output = self.pipeline.finish_pending(&pending, f32s(readback));
+                self.state = State::Stream {
+                    inputs,
+                    options,
+                    next,
+                    pending: None,
+                };
+                output.map(|output| {
+                    SessionStep::Chunk(Chunk {
+                        index: next - 1,
+                        output,
+                        tokens,
+                    })
+                })
+            }
+            other => {
+                self.state = other;
+                return Err(Error::invalid_input(
+                    "the session is not waiting for a readback",
+                ));
+            }
+        };
+        if out.is_err() {
+            self.state = State::Finished;
+        }
+        out
+    }
+}
