@@ -241,6 +241,34 @@ export function createApi(platform) {
         }
       };
       const fn = (inputs, runOptions) => run(inputs, runOptions);
+      /**
+       * Text tasks: an async iterator of `{index, output}`, one per input in input order, each
+       * computed when the iterator asks for it (a `break` out of `for await` frees the rest).
+       */
+      fn.stream = (inputs, runOptions = {}) => (async function* streamed() {
+        let stream = null;
+        try {
+          if (disposed) throw new AmphiError('disposed', 'this pipeline was disposed');
+          if (task === 'image-classification') {
+            throw new AmphiError('invalid_input', 'streaming is for text tasks (one result per input)');
+          }
+          if (state.engine.crashed) state = await load(task, model, { ...options, progress: undefined });
+          const { engine, handle } = state;
+          const request = { inputs, parameters: parameters(runOptions), stream: true };
+          stream = await serialised(engine, () => handle.openStream(task, request));
+          for (;;) {
+            const t0 = now();
+            const chunk = await serialised(engine, () => stream.next());
+            if (chunk === null) return;
+            fn.lastRun = { ms: now() - t0, tokens: stream.lastTokens(), device: state.info.device };
+            yield chunk;
+          }
+        } catch (e) {
+          throw asAmphiError(e);
+        } finally {
+          stream?.free();
+        }
+      })();
       Object.defineProperties(fn, {
         task: { value: task, enumerable: true },
         model: { value: model, enumerable: true },

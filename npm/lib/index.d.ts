@@ -129,6 +129,12 @@ interface PipelineBase<T extends Task> {
   dispose(): Promise<void>;
 }
 
+/** One input's result from `stream()`: `output` is what the batch call's list holds at `index`. */
+export interface StreamChunk<T> {
+  index: number;
+  output: T;
+}
+
 /** A text, or a text pair for cross-encoders and NLI models. */
 export type TextInput = string | { text: string; text_pair: string };
 
@@ -149,6 +155,11 @@ export interface FeatureExtractionPipeline extends PipelineBase<'feature-extract
   (inputs: TextInput | TextInput[], options?: FeatureExtractionOptions & { pooling?: 'mean' | 'cls' }): Promise<number[][]>;
   (inputs: TextInput | TextInput[], options: FeatureExtractionOptions & { pooling: 'none' }): Promise<number[][][]>;
   (inputs: TextInput | TextInput[], options?: FeatureExtractionOptions): Promise<Embeddings>;
+  /**
+   * Each input's embedding as soon as it is computed, in input order (`for await … of`); a
+   * `break` stops the computation and frees the request.
+   */
+  stream(inputs: TextInput[], options?: FeatureExtractionOptions): AsyncGenerator<StreamChunk<number[] | number[][]>, void, undefined>;
 }
 
 export interface ClassificationLabel {
@@ -169,6 +180,8 @@ export interface TextClassificationPipeline extends PipelineBase<'text-classific
   (inputs: TextInput, options?: TextClassificationOptions): Promise<ClassificationLabel[]>;
   /** A batch: the best label of each input, or (with `top_k`) a list of labels per input. */
   (inputs: TextInput[], options?: TextClassificationOptions): Promise<ClassificationLabel[] | ClassificationLabel[][]>;
+  /** Each input's labels as soon as they are computed, in input order. */
+  stream(inputs: TextInput[], options?: TextClassificationOptions): AsyncGenerator<StreamChunk<ClassificationLabel | ClassificationLabel[]>, void, undefined>;
 }
 
 export interface TokenEntity {
@@ -195,6 +208,8 @@ export interface TokenClassificationOptions {
 export interface TokenClassificationPipeline extends PipelineBase<'token-classification'> {
   (inputs: string, options?: TokenClassificationOptions): Promise<TokenEntity[]>;
   (inputs: string[], options?: TokenClassificationOptions): Promise<TokenEntity[][]>;
+  /** Each input's entities as soon as they are computed, in input order. */
+  stream(inputs: string[], options?: TokenClassificationOptions): AsyncGenerator<StreamChunk<TokenEntity[]>, void, undefined>;
 }
 
 /** Raw RGBA pixels, 4 bytes each, row-major: an `ImageData` or an object like it. */

@@ -49,6 +49,30 @@ export async function workerPipeline(task, model, options) {
     fn.lastRun = lastRun;
     return output;
   };
+  let streams = 0;
+  /** The worker's `pipe.stream`: each chunk crosses over as soon as the worker has it. */
+  fn.stream = (inputs, runOptions) => (async function* streamed() {
+    if (disposed) throw new AmphiError('disposed', 'this pipeline was disposed');
+    const stream = ++streams;
+    await call({ op: 'stream-open', stream, inputs, options: runOptions });
+    let done = false;
+    try {
+      for (;;) {
+        const step = await call({ op: 'stream-next', stream });
+        if (step.done) {
+          done = true;
+          return;
+        }
+        fn.lastRun = step.lastRun;
+        yield step.chunk;
+      }
+    } catch (e) {
+      done = true; // the worker finished the stream when it failed
+      throw e;
+    } finally {
+      if (!done && !disposed) await call({ op: 'stream-close', stream });
+    }
+  })();
   Object.defineProperties(fn, {
     task: { value: task, enumerable: true },
     model: { value: model, enumerable: true },

@@ -1,11 +1,14 @@
 // The module Web Worker behind `pipeline(…, { worker: true })`: one pipeline per worker,
-// driven by messages `{id, op: 'load' | 'run' | 'dispose', …}`. Start it yourself with
+// driven by messages `{id, op: 'load' | 'run' | 'stream-open' | 'stream-next' | 'stream-close' |
+// 'dispose', …}`. Start it yourself with
 // `new Worker(new URL('amphi/worker', import.meta.url), { type: 'module' })` and pass it as
 // `{ worker }` if your bundler needs to see the URL.
 
 import { pipeline } from './browser.js';
 
 let pipe = null;
+/** Open streams by id: the iterators of `pipe.stream`. */
+const streams = new Map();
 
 self.addEventListener('message', async ({ data }) => {
   const { id, op } = data ?? {};
@@ -22,6 +25,17 @@ self.addEventListener('message', async ({ data }) => {
       if (!pipe) throw Object.assign(new Error('no model loaded'), { code: 'disposed' });
       const output = await pipe(data.inputs, data.options);
       result = { output, lastRun: pipe.lastRun };
+    } else if (op === 'stream-open') {
+      if (!pipe) throw Object.assign(new Error('no model loaded'), { code: 'disposed' });
+      streams.set(data.stream, pipe.stream(data.inputs, data.options));
+    } else if (op === 'stream-next') {
+      const it = streams.get(data.stream);
+      const step = it ? await it.next() : { done: true };
+      if (step.done) streams.delete(data.stream);
+      result = step.done ? { done: true } : { done: false, chunk: step.value, lastRun: pipe?.lastRun };
+    } else if (op === 'stream-close') {
+      await streams.get(data.stream)?.return();
+      streams.delete(data.stream);
     } else if (op === 'dispose') {
       await pipe?.dispose();
       pipe = null;

@@ -224,7 +224,7 @@ function toPage(d) {
 }
 
 function pageRunner(page, worker, device = 'cpu') {
-  return (task, model, inputs, parameters) => page.evaluate(async ([task, model, inputs, parameters, worker, device]) => {
+  const run = (task, model, inputs, parameters) => page.evaluate(async ([task, model, inputs, parameters, worker, device]) => {
     const { pipeline } = await import('amphi');
     globalThis.pipes ??= {};
     const key = `${task}/${model}/${device}/${worker}`;
@@ -244,6 +244,22 @@ function pageRunner(page, worker, device = 'cpu') {
     };
     return p(task === 'image-classification' ? image(inputs) : inputs, parameters);
   }, [task, model, task === 'image-classification' ? toPage(inputs) : inputs, parameters, worker, device]);
+  // `pipe.stream` inside the page: the chunks as they arrived, and the code that ended it.
+  run.stream = (task, model, inputs, parameters) => page.evaluate(async ([task, model, inputs, parameters, worker, device]) => {
+    const { pipeline } = await import('amphi');
+    globalThis.pipes ??= {};
+    const key = `${task}/${model}/${device}/${worker}`;
+    globalThis.pipes[key] ??= pipeline(task, `/models/${model}/`, { device, worker });
+    const p = await globalThis.pipes[key];
+    const chunks = [];
+    try {
+      for await (const chunk of p.stream(inputs, parameters)) chunks.push(chunk);
+      return { chunks };
+    } catch (e) {
+      return { chunks, error: e.code ?? String(e) };
+    }
+  }, [task, model, inputs, parameters, worker, device]);
+  return run;
 }
 
 test('goldens inside Chromium: tiny models on the main thread, all-MiniLM-L6-v2 in a Web Worker', async () => {
@@ -253,9 +269,11 @@ test('goldens inside Chromium: tiny models on the main thread, all-MiniLM-L6-v2 
   await checks.tinySeqcls(main, golden('tiny-bert-seqcls.json'));
   await checks.tinyRobertaSeqcls(main, golden('tiny-roberta-seqcls.json'));
   await checks.tinyXlmr(main, golden('tiny-xlmr.json'));
+  await checks.streaming(main, golden('tiny-xlmr.json'));
   await checks.tinyTokcls(main, golden('tiny-bert-tokcls.json'));
   await checks.tinyVit(main, golden('tiny-vit.json'));
   const inWorker = pageRunner(page, true);
+  await checks.streaming(inWorker, golden('tiny-xlmr.json'));
   await checks.minilm(inWorker, golden('minilm-hello-world.json'));
   await checks.efficientnet(inWorker, golden('efficientnet-lite0-coffee.json'));
   const where = await page.evaluate(async () => {
@@ -276,8 +294,10 @@ test('WebGPU (SwiftShader): every golden through the WGSL kernels, on the main t
   await checks.tinySeqcls(main, golden('tiny-bert-seqcls.json'));
   await checks.tinyRobertaSeqcls(main, golden('tiny-roberta-seqcls.json'));
   await checks.tinyXlmr(main, golden('tiny-xlmr.json'));
+  await checks.streaming(main, golden('tiny-xlmr.json'));
   await checks.tinyTokcls(main, golden('tiny-bert-tokcls.json'));
   await checks.tinyVit(main, golden('tiny-vit.json'));
+  await checks.streaming(pageRunner(page, true, 'webgpu'), golden('tiny-xlmr.json'));
   await checks.minilm(pageRunner(page, true, 'webgpu'), golden('minilm-hello-world.json'));
   await checks.efficientnet(pageRunner(page, true, 'webgpu'), golden('efficientnet-lite0-coffee.json'));
   const info = await page.evaluate(async () => (await globalThis.pipes['feature-extraction/all-MiniLM-L6-v2/webgpu/true']).info);

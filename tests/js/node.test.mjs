@@ -47,12 +47,16 @@ function nodeImage(d) {
 /** One pipeline per (task, model), loaded from the fixture folders. */
 function nodeRunner() {
   const loaded = new Map();
-  const run = async (task, model, inputs, parameters) => {
+  const get = (task, model) => {
     const key = `${task}/${model}`;
     if (!loaded.has(key)) loaded.set(key, pipeline(task, modelDir(model), { device: 'cpu' }));
-    const input = task === 'image-classification' ? nodeImage(inputs) : inputs;
-    return (await loaded.get(key))(input, parameters);
+    return loaded.get(key);
   };
+  const run = async (task, model, inputs, parameters) => {
+    const input = task === 'image-classification' ? nodeImage(inputs) : inputs;
+    return (await get(task, model))(input, parameters);
+  };
+  run.stream = async (task, model, inputs, parameters) => checks.collect(await get(task, model), inputs, parameters);
   run.dispose = async () => Promise.all([...loaded.values()].map(async (p) => (await p).dispose()));
   return run;
 }
@@ -64,8 +68,29 @@ test('goldens: tiny models and all-MiniLM-L6-v2 within the fixtures tolerances',
   await checks.tinyRobertaSeqcls(run, golden('tiny-roberta-seqcls.json'));
   await checks.tinyXlmr(run, golden('tiny-xlmr.json'));
   await checks.tinyTokcls(run, golden('tiny-bert-tokcls.json'));
+  await checks.streaming(run, golden('tiny-xlmr.json'));
   await checks.minilm(run, golden('minilm-hello-world.json'));
   await run.dispose();
+});
+
+test('stream: a break after the first chunk frees the request (memory is reused)', async () => {
+  const p = await pipeline('feature-extraction', modelDir('tiny-xlmr'), { device: 'cpu' });
+  const texts = Array.from({ length: 32 }, (_, i) => `sentence number ${i} of many`);
+  const firstOnly = async () => {
+    for await (const chunk of p.stream(texts)) {
+      assert.equal(chunk.index, 0);
+      break;
+    }
+  };
+  for (let i = 0; i < 3; i++) await firstOnly();
+  const warm = await engineMemoryBytes();
+  for (let i = 0; i < 30; i++) await firstOnly();
+  assert.equal(await engineMemoryBytes(), warm, 'engine memory grew');
+  assert.equal((await p(['hello world'])).length, 1, 'the pipeline keeps serving');
+  await p.dispose();
+  await assert.rejects(async () => {
+    for await (const _ of p.stream(['x'])) { /* nothing */ }
+  }, (e) => e.code === 'disposed');
 });
 
 test('image classification: tiny-vit and EfficientNet-Lite0 within the fixtures tolerances', async () => {

@@ -14,6 +14,10 @@ export async function usage(): Promise<void> {
   const vectors: number[][] = await extractor(['a', 'b'], { pooling: 'mean', normalize: true });
   const tokens: number[][][] = await extractor('a', { pooling: 'none' });
   console.log(vectors[0]?.length, tokens.length, extractor.device, extractor.lastRun?.ms);
+  for await (const chunk of extractor.stream(['a', 'b'], { pooling: 'mean' })) {
+    const index: number = chunk.index;
+    console.log(index, chunk.output.length);
+  }
   await extractor.dispose();
 
   const classifier = await pipeline('text-classification', 'org/model', { device: 'cpu' });
@@ -28,6 +32,8 @@ export async function usage(): Promise<void> {
   const top: { label: string; score: number }[] = await vision(new Uint8Array([1, 2]), { top_k: 3 });
   const each = await vision(['a.png', new Blob([]), { data: new Uint8ClampedArray(4), width: 1, height: 1 }]);
   console.log(top[0]?.label, each[0]?.[0]?.score, vision.info.max_image_pixels);
+  // @ts-expect-error: images do not stream (one result per text input)
+  vision.stream(['a.png']);
   // @ts-expect-error: an image pipeline takes images, not numbers
   await vision(42);
   // @ts-expect-error: not an image-classification option

@@ -24,6 +24,7 @@
 //! The ABI is documented in `docs/abi.md`.
 
 mod gpu;
+mod stream;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -92,6 +93,21 @@ extern "C" {
     fn amphi_resume(this: &Exports) -> Result<i32, JsValue>;
     #[wasm_bindgen(method, catch)]
     fn amphi_debug_panic(this: &Exports) -> Result<(), JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn amphi_session_open(
+        this: &Exports,
+        model: i32,
+        task_ptr: i32,
+        task_len: i32,
+        request_ptr: i32,
+        request_len: i32,
+    ) -> Result<i32, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn amphi_session_step(this: &Exports, session: i32) -> Result<i32, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn amphi_session_resume(this: &Exports, session: i32) -> Result<i32, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn amphi_session_free(this: &Exports, session: i32) -> Result<i32, JsValue>;
 
     /// `globalThis.crypto.getRandomValues`: browsers, workers and Node ≥ 19.
     #[wasm_bindgen(js_namespace = crypto, js_name = getRandomValues, catch)]
@@ -210,6 +226,27 @@ impl Guest {
     fn result_json(&self) -> Result<JsValue, JsValue> {
         js_sys::JSON::parse(&self.result()?)
             .map_err(|_| error("internal_error", "amphi.wasm returned malformed JSON"))
+    }
+
+    /// Awaits the GPU readback the guest is waiting for and writes its bytes into guest memory
+    /// (after status 1; the caller then resumes the request or session).
+    async fn finish_readback(&self) -> Result<(), JsValue> {
+        let gpu = self
+            .gpu
+            .clone()
+            .ok_or_else(|| error("internal_error", "a readback is pending without a GPU"))?;
+        let (readback, dst) = gpu.pending.borrow_mut().take().ok_or_else(|| {
+            error(
+                "internal_error",
+                "amphi.wasm is waiting for an unknown readback",
+            )
+        })?;
+        let data = gpu
+            .host
+            .finish_read(readback)
+            .await
+            .map_err(|e| error("backend_error", &e.to_string()))?;
+        gpu::write(&gpu.memory_slot(), dst, &data).map_err(|e| error("backend_error", &e))
     }
 }
 
@@ -480,27 +517,29 @@ impl Model {
         wasm_bindgen_futures::future_to_promise(async move {
             let mut status = started?;
             while status == 1 {
-                let gpu = guest.gpu.clone().ok_or_else(|| {
-                    error("internal_error", "a readback is pending without a GPU")
-                })?;
-                let (readback, dst) = gpu.pending.borrow_mut().take().ok_or_else(|| {
-                    error(
-                        "internal_error",
-                        "amphi.wasm is waiting for an unknown readback",
-                    )
-                })?;
-                let data = gpu
-                    .host
-                    .finish_read(readback)
-                    .await
-                    .map_err(|e| error("backend_error", &e.to_string()))?;
-                gpu::write(&gpu.memory_slot(), dst, &data)
-                    .map_err(|e| error("backend_error", &e))?;
+                guest.finish_readback().await?;
                 status = guest.call(|x| x.amphi_resume())?;
             }
             guest.check(status)?;
             guest.result_json()
         })
+    }
+
+    /// Opens a session (`docs/abi.md`, ABI v5) for `task` on a request `{inputs, parameters,
+    /// stream}`: a [`stream::Stream`] whose `next()` computes the next chunk.
+    #[wasm_bindgen(js_name = openStream)]
+    pub fn open_stream(&self, task: &str, request: &JsValue) -> Result<stream::Stream, JsValue> {
+        let h = self.handle()?;
+        let json = js_sys::JSON::stringify(request)
+            .ok()
+            .and_then(|s| s.as_string())
+            .ok_or_else(|| error("invalid_input", "the request is not JSON-serialisable"))?;
+        let g = &self.guest;
+        let (tp, tl) = g.put_str(task)?;
+        let (rp, rl) = g.put_str(&json)?;
+        let status = g.call(|x| x.amphi_session_open(h, tp, tl, rp, rl))?;
+        let session = g.check(status)?;
+        Ok(stream::Stream::new(self.guest.clone(), session))
     }
 
     /// Tokens processed by the last successful `run` of this engine.

@@ -187,3 +187,38 @@ export async function efficientnet(run, golden) {
     });
   }
 }
+
+/**
+ * Streaming (`pipe.stream`): tiny-xlmr's padded batch of 3 arrives as 3 chunks in input order,
+ * each equal (1e-6) to the unstreamed item and to the golden embedding; and each chunk arrives
+ * before later inputs run — a token-classification stream whose third input is a pair (refused
+ * when its turn comes) yields two results, then throws. `run.stream(task, model, inputs,
+ * parameters)` resolves to `{chunks, error}` (the code that ended it, if any).
+ */
+export async function streaming(run, golden) {
+  const c = golden.cases.find((x) => x.name === 'batch_padded');
+  const hidden = c.embedding.shape[1];
+  const whole = await run('feature-extraction', 'tiny-xlmr', c.texts, {});
+  const { chunks, error } = await run.stream('feature-extraction', 'tiny-xlmr', c.texts, {});
+  assert.equal(error, undefined, `stream ended with ${error}`);
+  assert.deepEqual(chunks.map((x) => x.index), [0, 1, 2], 'chunks in input order');
+  chunks.forEach((x, i) => {
+    assertClose(`stream[${i}] vs unstreamed`, x.output, whole[i], 1e-6);
+    assertClose(`stream[${i}] embedding`, x.output, row(c.embedding, i, hidden), 1e-6);
+  });
+  const inputs = ['My name is Sarah and I live in London.', 'hello world', { text: 'a pair', text_pair: 'is refused' }];
+  const refused = await run.stream('token-classification', 'tiny-bert-tokcls', inputs, {});
+  assert.deepEqual(refused.chunks.map((x) => x.index), [0, 1], 'the results before the refused input');
+  assert.equal(refused.error, 'invalid_input');
+}
+
+/** Collects `pipe.stream(inputs, parameters)`: `{chunks, error}`. */
+export async function collect(pipe, inputs, parameters) {
+  const chunks = [];
+  try {
+    for await (const chunk of pipe.stream(inputs, parameters)) chunks.push(chunk);
+    return { chunks };
+  } catch (e) {
+    return { chunks, error: e.code ?? String(e) };
+  }
+}
