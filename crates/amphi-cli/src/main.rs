@@ -357,6 +357,23 @@ fn read_images(args: &RunArgs) -> anyhow::Result<(serde_json::Value, Vec<Vec<u8>
     Ok((serde_json::Value::Array(refs), blobs))
 }
 
+/// The pipeline of `args`, loaded in-process.
+pub(crate) fn native_pipeline(args: &RunArgs) -> Result<Pipeline, Failure> {
+    let files = ModelFiles::from_dir(&args.model).map_err(|e| Failure {
+        code: "missing_file".into(),
+        client: true,
+        message: format!("{}: {e}", args.model),
+    })?;
+    let options = LoadOptions {
+        device: args.device.into(),
+        max_length: args.max_length,
+        precision: args.precision,
+        max_image_pixels: None,
+        gpu: native_gpu(args.device.into())?,
+    };
+    Ok(Pipeline::load(args.task.into(), files, &options)?)
+}
+
 /// A model folder: local, or fetched from the hub into the cache.
 fn model_folder(source: &str) -> Result<PathBuf, Failure> {
     model_folder_with(source, false)
@@ -413,19 +430,7 @@ fn run(mut args: RunArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let (json, device) = match args.runtime {
         RuntimeArg::Native => {
-            let files = ModelFiles::from_dir(&args.model).map_err(|e| Failure {
-                code: "missing_file".into(),
-                client: true,
-                message: format!("{}: {e}", args.model),
-            })?;
-            let options = LoadOptions {
-                device: args.device.into(),
-                max_length: args.max_length,
-                precision: args.precision,
-                max_image_pixels: None,
-                gpu: native_gpu(args.device.into())?,
-            };
-            let pipeline = Pipeline::load(args.task.into(), files, &options)?;
+            let pipeline = native_pipeline(&args)?;
             let response = match &attachments {
                 None => pipeline.run_request(&request)?,
                 Some((refs, blobs)) => {

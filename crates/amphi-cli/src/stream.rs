@@ -3,9 +3,9 @@
 
 use std::io::Write;
 
-use amphi_core::{LoadOptions, ModelFiles, Pipeline, Request, Task};
+use amphi_core::{Request, Task};
 
-use crate::{Failure, RunArgs, RuntimeArg, guest_failure, native_gpu, request_json};
+use crate::{Failure, RunArgs, RuntimeArg, guest_failure, request_json};
 
 /// Writes one line; `Ok(false)` when the reader has gone (`| head`), which ends the stream.
 fn print_line(line: &[u8]) -> Result<bool, Failure> {
@@ -29,19 +29,7 @@ fn print_line(line: &[u8]) -> Result<bool, Failure> {
 pub(crate) fn run(args: &RunArgs, request: &Request) -> Result<(), Failure> {
     match args.runtime {
         RuntimeArg::Native => {
-            let files = ModelFiles::from_dir(&args.model).map_err(|e| Failure {
-                code: "missing_file".into(),
-                client: true,
-                message: format!("{}: {e}", args.model),
-            })?;
-            let options = LoadOptions {
-                device: args.device.into(),
-                max_length: args.max_length,
-                precision: args.precision,
-                max_image_pixels: None,
-                gpu: native_gpu(args.device.into())?,
-            };
-            let pipeline = Pipeline::load(args.task.into(), files, &options)?;
+            let pipeline = crate::native_pipeline(args)?;
             let inputs = match &request.inputs {
                 amphi_core::Inputs::One(t) => std::slice::from_ref(t),
                 amphi_core::Inputs::Many(v) => v.as_slice(),

@@ -65,6 +65,24 @@ impl<B: Backend> Linear<B> {
     }
 }
 
+/// BERT's pooler: `tanh(dense(hidden[:, 0]))`, `[batch, hidden]` (`None` without one).
+pub(crate) fn pool_first<B: Backend>(
+    be: &B,
+    pooler: Option<&Linear<B>>,
+    enc: &crate::models::Encoded<B>,
+) -> Result<Option<B::Tensor>> {
+    let Some(pooler) = pooler else {
+        return Ok(None);
+    };
+    let first = be.reduce(
+        &enc.hidden,
+        &enc.key_mask,
+        enc.shape,
+        crate::backend::Reduce::First,
+    )?;
+    pooler.forward(be, &first, Activation::Tanh).map(Some)
+}
+
 pub(crate) struct LayerNorm<B: Backend> {
     pub gamma: B::Tensor,
     pub beta: B::Tensor,

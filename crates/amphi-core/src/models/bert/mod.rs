@@ -11,7 +11,7 @@ use super::layers::Linear;
 use super::{Encoded, EncoderInput, Head, ModelConfig, TextArchitecture, TextEncoder, TextSpec};
 use crate::backend::cpu::Cpu;
 use crate::backend::gpu::Gpu;
-use crate::backend::{Activation, Backend, Reduce};
+use crate::backend::{Activation, Backend};
 use crate::error::{Error, Result};
 use crate::weights::{WEIGHTS_FILE, Weights};
 
@@ -125,11 +125,7 @@ impl<B: Backend> TextEncoder<B> for Bert<B> {
 
     /// `pooler_output`: `tanh(dense(hidden[:, 0]))`, `[batch, hidden]`.
     fn pool(&self, be: &B, enc: &Encoded<B>) -> Result<Option<B::Tensor>> {
-        let Some(pooler) = &self.pooler else {
-            return Ok(None);
-        };
-        let cls = be.reduce(&enc.hidden, &enc.key_mask, enc.shape, Reduce::First)?;
-        pooler.forward(be, &cls, Activation::Tanh).map(Some)
+        super::layers::pool_first(be, self.pooler.as_ref(), enc)
     }
 
     fn logits(&self, be: &B, enc: &Encoded<B>) -> Result<B::Tensor> {

@@ -132,11 +132,7 @@ impl<B: Backend> TextEncoder<B> for Roberta<B> {
     }
 
     fn pool(&self, be: &B, enc: &Encoded<B>) -> Result<Option<B::Tensor>> {
-        let Some(pooler) = &self.pooler else {
-            return Ok(None);
-        };
-        let first = be.reduce(&enc.hidden, &enc.key_mask, enc.shape, Reduce::First)?;
-        pooler.forward(be, &first, Activation::Tanh).map(Some)
+        super::layers::pool_first(be, self.pooler.as_ref(), enc)
     }
 
     fn logits(&self, be: &B, enc: &Encoded<B>) -> Result<B::Tensor> {
