@@ -65,13 +65,14 @@ impl ModelFiles {
                 "{name}: pieces add up to more than the announced {total_len} bytes"
             )));
         }
-        let want = if file.is_empty() && total_len != 0 {
+        // Beyond the length: a no-op once the first piece has reserved the whole file.
+        let additional = if file.is_empty() && total_len != 0 {
             total_len
         } else {
             piece.len()
         };
-        file.try_reserve_exact(want.saturating_sub(file.capacity() - file.len()))
-            .map_err(|_| too_large(format!("{name}: no memory for {want} more bytes")))?;
+        file.try_reserve_exact(additional)
+            .map_err(|_| too_large(format!("{name}: no memory for {additional} more bytes")))?;
         file.extend_from_slice(piece);
         Ok(())
     }

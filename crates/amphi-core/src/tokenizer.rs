@@ -55,35 +55,12 @@ impl TextInput {
 #[derive(Debug)]
 pub(crate) struct TextTokenizer {
     inner: tokenizers::Tokenizer,
-    /// The post-processor of the second pass (special tokens after truncation), with offset
-    /// trimming off: `encode_char_offsets` has already trimmed each segment's offsets once, and
-    /// RoBERTa's and byte-level processors would trim the leading `Ġ` again (one character too
-    /// many, unlike transformers, which trims once).
-    finish: Option<PostProcessorWrapper>,
+    /// `tokenizer.json`'s post-processor, taken out of `inner` so that it runs exactly once,
+    /// after the engine's truncation (as transformers runs it): left inside, it would run on
+    /// each segment's encoding too, and RoBERTa's and byte-level processors would trim the
+    /// leading `Ġ` from offsets twice.
+    processor: Option<PostProcessorWrapper>,
     pad_id: u32,
-}
-
-/// `pp` with its offset trimming switched off, nested processors included.
-fn untrimmed(pp: &PostProcessorWrapper) -> PostProcessorWrapper {
-    match pp {
-        PostProcessorWrapper::Roberta(r) => {
-            PostProcessorWrapper::Roberta(r.clone().trim_offsets(false))
-        }
-        PostProcessorWrapper::ByteLevel(b) => {
-            PostProcessorWrapper::ByteLevel((*b).trim_offsets(false))
-        }
-        PostProcessorWrapper::Sequence(seq) => {
-            let mut seq = seq.clone();
-            let mut i = 0;
-            while let Some(inner) = seq.get(i) {
-                let inner = untrimmed(inner);
-                seq.set_mut(i, inner);
-                i += 1;
-            }
-            PostProcessorWrapper::Sequence(seq)
-        }
-        other => other.clone(),
-    }
 }
 
 /// A tokenized batch: per-text encodings (unpadded) and the padded encoder input.
@@ -117,10 +94,11 @@ impl TextTokenizer {
         inner.with_padding(None);
         inner.with_truncation(None).map_err(tok_err)?;
         let pad_id = pad_id.or_else(|| inner.token_to_id("[PAD]")).unwrap_or(0);
-        let finish = inner.get_post_processor().map(untrimmed);
+        let processor = inner.get_post_processor().cloned();
+        inner.with_post_processor(None::<PostProcessorWrapper>);
         Ok(Self {
             inner,
-            finish,
+            processor,
             pad_id,
         })
     }
@@ -134,7 +112,7 @@ impl TextTokenizer {
 
     /// Number of special tokens the post-processor adds (`[CLS] A [SEP]` = 2, pairs = 3).
     pub fn added_tokens(&self, pair: bool) -> usize {
-        self.inner.get_post_processor().map_or(0, |p| {
+        self.processor.as_ref().map_or(0, |p| {
             use tokenizers::PostProcessor;
             p.added_tokens(pair)
         })
@@ -168,13 +146,24 @@ impl TextTokenizer {
             direction: TruncationDirection::Right,
         };
         let (a, b) = tokenizers::truncate_encodings(a, b, &params).map_err(tok_err)?;
-        match &self.finish {
-            Some(pp) => {
+        self.post_process(a, b, true)
+    }
+
+    /// Runs the post-processor (special tokens, type ids, offset trimming) on encoded segments.
+    fn post_process(
+        &self,
+        a: Encoding,
+        b: Option<Encoding>,
+        add_special_tokens: bool,
+    ) -> Result<Encoding> {
+        match &self.processor {
+            Some(p) => {
                 use tokenizers::PostProcessor;
-                pp.process(a, b, true).map_err(tok_err)
+                p.process(a, b, add_special_tokens)
             }
-            None => self.inner.post_process(a, b, true).map_err(tok_err),
+            None => self.inner.post_process(a, b, add_special_tokens),
         }
+        .map_err(tok_err)
     }
 
     /// Encodes a batch and pads it on the right to its longest sequence.
@@ -291,11 +280,12 @@ impl Tokenizer {
 
     /// Encodes a single text without special tokens and without truncation.
     pub fn encode_plain(&self, text: &str) -> Result<Encoded> {
-        self.0
+        let raw = self
+            .0
             .inner
             .encode_char_offsets(text, false)
-            .map(Encoded::from)
-            .map_err(tok_err)
+            .map_err(tok_err)?;
+        self.0.post_process(raw, None, false).map(Encoded::from)
     }
 }
 

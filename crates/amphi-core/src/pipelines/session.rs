@@ -86,9 +86,21 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// The one field a session reads before the request's own parser: `"stream"`.
 #[derive(serde::Deserialize)]
 struct StreamFlag {
     #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// A streamed text request: [`Request`] and its `stream` flag.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamRequest {
+    inputs: Inputs,
+    #[serde(default)]
+    parameters: RunOptions,
+    #[allow(dead_code)] // checked by `StreamFlag`
     stream: bool,
 }
 
@@ -98,34 +110,36 @@ impl Pipeline {
     /// at a time.
     pub fn open(&self, request: &[u8], attachments: Vec<Vec<u8>>) -> Result<Session> {
         let parse_error = |e: serde_json::Error| Error::invalid_input(format!("request: {e}"));
-        let mut value: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(request).map_err(parse_error)?;
-        let stream = match value.remove("stream") {
-            None => false,
-            Some(v) => {
-                serde_json::from_value::<StreamFlag>(serde_json::json!({ "stream": v }))
-                    .map_err(parse_error)?
-                    .stream
+        let flag: StreamFlag = serde_json::from_slice(request).map_err(parse_error)?;
+        let request = match flag.stream {
+            // The request's own parser refuses a field it does not know.
+            Some(false) => {
+                let mut value: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(request).map_err(parse_error)?;
+                value.remove("stream");
+                serde_json::to_vec(&value).map_err(parse_error)?
+            }
+            None => request.to_vec(),
+            Some(true) => {
+                if self.task() == Task::ImageClassification {
+                    return Err(Error::invalid_input(
+                        "streaming is for text tasks (one result per input)",
+                    ));
+                }
+                let r: StreamRequest = serde_json::from_slice(request).map_err(parse_error)?;
+                return self.stream_session(Request {
+                    inputs: r.inputs,
+                    parameters: r.parameters,
+                });
             }
         };
-        if !stream {
-            let request = serde_json::to_vec(&value).map_err(parse_error)?;
-            return Ok(Session {
-                pipeline: self.clone(),
-                state: State::Whole {
-                    request,
-                    attachments,
-                },
-            });
-        }
-        if self.task() == Task::ImageClassification {
-            return Err(Error::invalid_input(
-                "streaming is for text tasks (one result per input)",
-            ));
-        }
-        let request: Request =
-            serde_json::from_value(serde_json::Value::Object(value)).map_err(parse_error)?;
-        self.stream_session(request)
+        Ok(Session {
+            pipeline: self.clone(),
+            state: State::Whole {
+                request,
+                attachments,
+            },
+        })
     }
 
     /// Opens a streamed session over text inputs: one [`Chunk`] per input, in input order.
@@ -217,27 +231,24 @@ impl Session {
                 let step = self
                     .pipeline
                     .start_inner(std::slice::from_ref(input), &options)?;
-                let state = |pending| State::Stream {
-                    inputs: inputs.clone(),
-                    options: options.clone(),
-                    next: next + 1,
-                    pending,
-                };
-                match step {
-                    Step::Done(output, tokens) => {
-                        self.state = state(None);
-                        Ok(SessionStep::Chunk(Chunk {
+                let (out, pending) = match step {
+                    Step::Done(output, tokens) => (
+                        SessionStep::Chunk(Chunk {
                             index: next,
                             output,
                             tokens,
-                        }))
-                    }
-                    Step::Pending(p) => {
-                        let id = p.readback();
-                        self.state = state(Some(p));
-                        Ok(SessionStep::Pending(id))
-                    }
-                }
+                        }),
+                        None,
+                    ),
+                    Step::Pending(p) => (SessionStep::Pending(p.readback()), Some(p)),
+                };
+                self.state = State::Stream {
+                    inputs,
+                    options,
+                    next: next + 1,
+                    pending,
+                };
+                Ok(out)
             }
             State::Stream { .. } | State::WholePending(_) => Err(Error::invalid_input(
                 "the session is waiting for a readback: resume it",
