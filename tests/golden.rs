@@ -45,6 +45,11 @@ fn streaming() -> Result<()> {
 }
 
 #[test]
+fn text_generation() -> Result<()> {
+    amphi_tests::generation::all(&cpu())
+}
+
+#[test]
 fn minilm_embeddings() -> Result<()> {
     checks::minilm(&cpu(), &minilm_dir())
 }

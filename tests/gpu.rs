@@ -42,6 +42,11 @@ fn streaming() -> Result<()> {
 }
 
 #[test]
+fn text_generation() -> Result<()> {
+    amphi_tests::generation::all(&on_gpu())
+}
+
+#[test]
 fn minilm_embeddings() -> Result<()> {
     checks::minilm(&on_gpu(), &minilm_dir())
 }

@@ -1,5 +1,5 @@
 //! Tokenizer parity with `golden/tokenizer-minilm.json`, natively. The same test body runs
-//! inside wasm32 through `tests/wasm-harness` (see `tests/wasm/tokenizer.test.mjs`).
+//! inside wasm32 through `tests/wasm-harness` (see `tests/wasm/harness.test.mjs`).
 
 use amphi_tests::{fixture_model, fixtures, minilm_dir, tokenizer_parity};
 use anyhow::{Result, ensure};

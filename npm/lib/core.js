@@ -19,6 +19,8 @@ export const MODEL_FILES = [
   'modules.json',
   'sentence_bert_config.json',
   '1_Pooling/config.json',
+  'generation_config.json',
+  'chat_template.jinja',
 ];
 /**
  * Without config.json there is no model; the engine names any other missing file itself (after

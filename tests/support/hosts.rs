@@ -111,7 +111,7 @@ impl Host for Native {
         attachments: &[Vec<u8>],
     ) -> Result<Value> {
         let pipeline = self.pipeline(task, model)?;
-        if task != Task::ImageClassification {
+        if task != Task::ImageClassification && task != Task::TextGeneration {
             // The typed path Rust callers use.
             let request: Request = serde_json::from_value(request.clone())?;
             return Ok(serde_json::to_value(pipeline.run_request(&request)?)?);

@@ -6,6 +6,7 @@
 //! instruction when it is missing, they never skip.
 
 pub mod checks;
+pub mod generation;
 pub mod hosts;
 pub mod hub_mimic;
 pub mod tokenizer_parity;

@@ -17,7 +17,8 @@ const fixtures = process.env.AMPHI_FIXTURES ?? join(root, '../shared/fixtures');
 const cache = process.env.AMPHI_CACHE_DIR ?? join(homedir(), '.cache/amphi');
 const minilm = process.env.AMPHI_MINILM_DIR ?? join(cache, 'models/all-MiniLM-L6-v2');
 const FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'preprocessor_config.json', 'tokenizer_config.json',
-  'special_tokens_map.json', 'modules.json', 'sentence_bert_config.json', '1_Pooling/config.json'];
+  'special_tokens_map.json', 'modules.json', 'sentence_bert_config.json', '1_Pooling/config.json',
+  'generation_config.json', 'chat_template.jinja'];
 
 assert.ok(existsSync(wasmPath), `${wasmPath} missing: run \`cargo xtask artifact\` first`);
 const bytes = readFileSync(wasmPath);

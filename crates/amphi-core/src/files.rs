@@ -40,6 +40,8 @@ impl ModelFiles {
         "modules.json",
         "sentence_bert_config.json",
         "1_Pooling/config.json",
+        "generation_config.json",
+        "chat_template.jinja",
     ];
 
     /// An empty set of files.

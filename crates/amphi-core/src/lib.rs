@@ -32,6 +32,8 @@ mod device;
 mod engine;
 mod error;
 mod files;
+mod generate;
+mod generator;
 pub mod image;
 mod interrupt;
 mod loaded;
@@ -41,6 +43,9 @@ mod pipelines;
 pub mod probe;
 pub mod profile;
 mod registry;
+#[cfg(feature = "selftest")]
+#[doc(hidden)]
+pub mod selftest;
 mod task;
 #[cfg(test)]
 mod test_support;
@@ -54,12 +59,15 @@ pub use device::{Device, Precision};
 pub use engine::LoadOptions;
 pub use error::{Error, Result};
 pub use files::ModelFiles;
+pub use generate::chat::Message;
+pub use generator::GeneratorModel;
 pub use interrupt::set_interrupt_check;
 pub use loaded::{Model, ModelInfo};
 pub use model::{EmbeddingDefaults, Pooling, RawOutput, RawTensor, TextModel};
 pub use pipelines::{
-    Aggregation, Chunk, ClassifierFunction, Entity, Inputs, LabelScore, Limits, Output, Pending,
-    Pipeline, Request, Response, RunOptions, Session, SessionStep, Started, Task, TopK,
+    Aggregation, Chunk, ClassifierFunction, Entity, FinishReason, Generated, GeneratedText,
+    GenerationOptions, Inputs, LabelScore, Limits, Output, Pending, Pipeline, Prompts, Request,
+    Response, RunOptions, Session, SessionStep, Started, StopList, Task, TextDelta, TopK,
 };
 pub use tokenizer::TextInput;
 pub use vision::ImageModel;

@@ -1,4 +1,4 @@
-//! [`Model`]: any loaded model, text or image, as the architecture registry resolves
+//! [`Model`]: any loaded model (text encoder, image classifier, text generator), as the architecture registry resolves
 //! `config.json`.
 
 use serde::Serialize;
@@ -7,6 +7,7 @@ use crate::device::{Device, Precision};
 use crate::engine::LoadOptions;
 use crate::error::Result;
 use crate::files::ModelFiles;
+use crate::generator::GeneratorModel;
 use crate::model::{EmbeddingDefaults, TextModel};
 use crate::models::{CONFIG_FILE, ModelConfig};
 use crate::registry::{self, Loader};
@@ -21,6 +22,8 @@ pub enum Model {
     Text(Box<TextModel>),
     /// Image classification.
     Image(Box<ImageModel>),
+    /// Text generation.
+    Generator(Box<GeneratorModel>),
 }
 
 /// What a host shows about a loaded model (`amphi_model_info`, `GET /v1/models`).
@@ -48,6 +51,10 @@ pub struct ModelInfo {
     /// Image models: the limit on decoded pixels per image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_image_pixels: Option<u64>,
+    /// Text generators: whether the model folder has a chat template (requests may send
+    /// `messages`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<bool>,
 }
 
 impl Model {
@@ -72,6 +79,13 @@ impl Model {
                 files,
                 options,
             )?)),
+            Loader::Decoder => Model::Generator(Box::new(GeneratorModel::load_parsed(
+                &config,
+                resolved.architecture.model_type,
+                resolved.class.name,
+                files,
+                options,
+            )?)),
         })
     }
 
@@ -80,6 +94,7 @@ impl Model {
         match self {
             Model::Text(m) => m.device(),
             Model::Image(m) => m.device(),
+            Model::Generator(m) => m.device(),
         }
     }
 
@@ -88,6 +103,7 @@ impl Model {
         match self {
             Model::Text(m) => m.precision(),
             Model::Image(m) => m.precision(),
+            Model::Generator(m) => m.precision(),
         }
     }
 
@@ -96,6 +112,7 @@ impl Model {
         match self {
             Model::Text(m) => m.adapter(),
             Model::Image(m) => m.adapter(),
+            Model::Generator(m) => m.adapter(),
         }
     }
 
@@ -104,6 +121,7 @@ impl Model {
         match self {
             Model::Text(m) => m.labels(),
             Model::Image(m) => m.labels(),
+            Model::Generator(_) => &[],
         }
     }
 
@@ -112,6 +130,7 @@ impl Model {
         match self {
             Model::Text(m) => m.tasks(),
             Model::Image(_) => vec![Task::ImageClassification],
+            Model::Generator(_) => vec![Task::TextGeneration],
         }
     }
 
@@ -119,7 +138,7 @@ impl Model {
     pub fn as_text(&self) -> Option<&TextModel> {
         match self {
             Model::Text(m) => Some(m),
-            Model::Image(_) => None,
+            _ => None,
         }
     }
 
@@ -127,7 +146,15 @@ impl Model {
     pub fn as_image(&self) -> Option<&ImageModel> {
         match self {
             Model::Image(m) => Some(m),
-            Model::Text(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The text generator, if it is one.
+    pub fn as_generator(&self) -> Option<&GeneratorModel> {
+        match self {
+            Model::Generator(m) => Some(m),
+            _ => None,
         }
     }
 
@@ -143,6 +170,7 @@ impl Model {
             max_length: None,
             embedding_defaults: None,
             max_image_pixels: None,
+            chat_template: None,
         };
         match self {
             Model::Text(m) => {
@@ -154,6 +182,11 @@ impl Model {
             Model::Image(m) => {
                 info.architectures = vec![m.architecture().to_owned()];
                 info.max_image_pixels = Some(m.max_image_pixels());
+            }
+            Model::Generator(m) => {
+                info.architectures = vec![m.architecture().to_owned()];
+                info.max_length = Some(m.context());
+                info.chat_template = Some(m.has_chat_template());
             }
         }
         info

@@ -176,10 +176,10 @@ impl TextModel {
                 files,
                 options,
             ),
-            Loader::Image(_) => Err(Error::UnsupportedTask {
+            Loader::Image(_) | Loader::Decoder => Err(Error::UnsupportedTask {
                 task: "text".to_owned(),
                 reason: format!(
-                    "config.json describes an image model ({})",
+                    "config.json describes no text encoder ({})",
                     resolved.class.name
                 ),
             }),

@@ -14,6 +14,8 @@ pub(crate) enum Loader {
     Text(fn(&ModelConfig, Head) -> Result<Box<dyn TextArchitecture>>),
     /// An image classifier (`crate::vision`).
     Image(ImageKind),
+    /// A decoder of the Llama family (`crate::generator`, `models::llama`).
+    Decoder,
 }
 
 /// The image architectures `crate::vision` builds.
@@ -88,6 +90,30 @@ pub(crate) static ARCHITECTURES: &[Architecture] = &[
         ],
         class_prefix: "XLMRoberta",
         loader: Loader::Text(models::roberta::architecture),
+    },
+    Architecture {
+        model_type: "llama",
+        classes: &[class("LlamaForCausalLM", Head::CausalLm)],
+        class_prefix: "Llama",
+        loader: Loader::Decoder,
+    },
+    Architecture {
+        model_type: "qwen2",
+        classes: &[class("Qwen2ForCausalLM", Head::CausalLm)],
+        class_prefix: "Qwen2",
+        loader: Loader::Decoder,
+    },
+    Architecture {
+        model_type: "qwen3",
+        classes: &[class("Qwen3ForCausalLM", Head::CausalLm)],
+        class_prefix: "Qwen3",
+        loader: Loader::Decoder,
+    },
+    Architecture {
+        model_type: "gemma3_text",
+        classes: &[class("Gemma3ForCausalLM", Head::CausalLm)],
+        class_prefix: "Gemma3ForCausalLM",
+        loader: Loader::Decoder,
     },
     Architecture {
         model_type: "vit",
@@ -212,6 +238,14 @@ mod tests {
         ok(
             r#"{"architectures": ["ViTForImageClassification"]}"#,
             ("vit", "ViTForImageClassification"),
+        );
+        ok(
+            r#"{"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}"#,
+            ("qwen2", "Qwen2ForCausalLM"),
+        );
+        ok(
+            r#"{"model_type": "gemma3_text"}"#,
+            ("gemma3_text", "Gemma3ForCausalLM"),
         );
     }
 

@@ -17,15 +17,18 @@ pub enum Task {
     TokenClassification,
     /// Ranked labels per image.
     ImageClassification,
+    /// Text continued by a decoder, token by token (prompts or chat messages).
+    TextGeneration,
 }
 
 impl Task {
     /// All tasks, in a stable order.
-    pub const ALL: [Task; 4] = [
+    pub const ALL: [Task; 5] = [
         Task::FeatureExtraction,
         Task::TextClassification,
         Task::TokenClassification,
         Task::ImageClassification,
+        Task::TextGeneration,
     ];
 
     /// The task's canonical name (`feature-extraction`, ...).
@@ -35,6 +38,7 @@ impl Task {
             Task::TextClassification => "text-classification",
             Task::TokenClassification => "token-classification",
             Task::ImageClassification => "image-classification",
+            Task::TextGeneration => "text-generation",
         }
     }
 }
@@ -48,9 +52,10 @@ impl std::str::FromStr for Task {
             "text-classification" | "sentiment-analysis" => Ok(Task::TextClassification),
             "token-classification" | "ner" => Ok(Task::TokenClassification),
             "image-classification" => Ok(Task::ImageClassification),
+            "text-generation" => Ok(Task::TextGeneration),
             other => Err(Error::invalid_input(format!(
                 "unknown task `{other}` (expected feature-extraction, text-classification, \
-                 token-classification or image-classification)"
+                 token-classification, image-classification or text-generation)"
             ))),
         }
     }

@@ -221,6 +221,26 @@ impl TextTokenizer {
         })
     }
 
+    /// Encodes a prompt for generation: the whole text, untruncated, with the
+    /// post-processor's special tokens when `add_special_tokens` (Llama's BOS).
+    pub fn encode_prompt(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let a = self.inner.encode(text, false).map_err(tok_err)?;
+        Ok(self
+            .post_process(a, None, add_special_tokens)?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Decodes ids to text with the tokenizer's decoder.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special_tokens).map_err(tok_err)
+    }
+
+    /// The id of a token (special or not), if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Joins word pieces back into text with the tokenizer's decoder (`hell ##o` → `hello`).
     pub fn join_tokens(&self, tokens: &[String]) -> Result<String> {
         match self.inner.get_decoder() {

@@ -118,10 +118,10 @@ impl ImageModel {
             Loader::Image(kind) => {
                 Self::load_parsed(&config, kind, resolved.class.name, files, options)
             }
-            Loader::Text(_) => Err(Error::UnsupportedTask {
+            Loader::Text(_) | Loader::Decoder => Err(Error::UnsupportedTask {
                 task: "image-classification".to_owned(),
                 reason: format!(
-                    "config.json describes a text model ({})",
+                    "config.json describes no image model ({})",
                     resolved.class.name
                 ),
             }),

@@ -1,11 +1,14 @@
 //! A wasm32-unknown-unknown module that runs the shared tokenizer parity test body
-//! (`tests/support/tokenizer_parity.rs`) inside WebAssembly. `tests/wasm/tokenizer.test.mjs`
+//! (`tests/support/tokenizer_parity.rs`) inside WebAssembly. `tests/wasm/harness.test.mjs`
 //! instantiates it under Node with the `amphi_host` imports and checks the report.
 //!
 //! ABI (all sizes in bytes, pointers into the module's memory):
 //! - `harness_alloc(len) -> ptr`: a buffer the host writes an input into (leaked; test-only).
 //! - `harness_tokenizer_parity(tok_ptr, tok_len, golden_ptr, golden_len) -> failures`
 //!   (`-1` if the inputs could not be read); the report is at `harness_report_ptr/len`.
+//! - `harness_backend_ops() -> failures`: the CPU backend's decoder ops (SIMD128 here)
+//!   against their f64 reference (`amphi_core::selftest`); the report (`checked`,
+//!   `failures`, `kernel`) is at `harness_report_ptr/len`.
 
 #[path = "../../support/tokenizer_parity.rs"]
 mod parity;
@@ -50,6 +53,16 @@ pub unsafe extern "C" fn harness_tokenizer_parity(
         ),
         Err(e) => (-1, serde_json::json!({"error": e})),
     };
+    REPORT.with(|cell| *cell.borrow_mut() = report.to_string().into_bytes());
+    code
+}
+
+/// Runs the CPU backend's op checks.
+#[unsafe(no_mangle)]
+pub extern "C" fn harness_backend_ops() -> i32 {
+    let (checked, failures, kernel) = amphi_core::selftest::cpu_backend_ops();
+    let code = failures.len() as i32;
+    let report = serde_json::json!({"checked": checked, "failures": failures, "kernel": kernel});
     REPORT.with(|cell| *cell.borrow_mut() = report.to_string().into_bytes());
     code
 }

@@ -1,16 +1,24 @@
-//! GPU backend: every op is one WGSL dispatch (`kernels/*.wgsl`) through the narrow
-//! [`GpuHost`] interface, so the same kernels run natively on wgpu, in the serverless host
-//! and in browsers. Weights are uploaded once; intermediate buffers come from a pool keyed by
-//! size and return to it when their tensor is dropped; only [`Backend::read`] reads back.
+//! GPU backend: each op is one or a few WGSL dispatches (`kernels/*.wgsl`) through the narrow
+//! [`GpuHost`] interface, so the same kernels run natively on wgpu, in the serverless host and
+//! in browsers. Weights are uploaded once; intermediate buffers come from a pool keyed by size
+//! and return to it when their tensor is dropped; only [`Backend::read`] reads back. The
+//! decoder's ops live in `gpu/attend.rs` (attention, key/value caches) and `gpu/ops.rs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use amphi_gpu::{BufferId, GpuError, GpuHost, PipelineId, Readback};
 
-use super::{Activation, Backend, BatchShape, Conv2d, Fetched, Reduce, f32s};
+use super::{
+    Activation, AttentionSpec, Backend, BatchShape, Conv2d, Fetched, Reduce, RopeTable, f32s,
+};
 use crate::device::Precision;
 use crate::error::{Error, Result};
+
+mod attend;
+mod ops;
+
+pub(crate) use attend::GpuCache;
 
 /// A kernel's source: a precision prelude (`f32.wgsl` or `f16.wgsl`: the `WElem` and `Mul`
 /// aliases, and `enable f16;`, which must come first), `common.wgsl`, then the kernel's file.
@@ -27,7 +35,7 @@ macro_rules! kernel {
 }
 
 /// The f32 kernels: (name, entry point, source). Each file's entry point is named like it.
-const KERNELS: [(&str, &str, &str); 8] = [
+const KERNELS: [(&str, &str, &str); 16] = [
     ("add", "add", kernel!("f32", "add")),
     ("depthwise", "depthwise", kernel!("f32", "depthwise")),
     ("matmul", "matmul", kernel!("f32", "matmul")),
@@ -40,12 +48,21 @@ const KERNELS: [(&str, &str, &str); 8] = [
         "l2_normalize",
         kernel!("f32", "l2_normalize"),
     ),
+    ("attend", "attend", kernel!("f32", "attend")),
+    ("copy_rows", "copy_rows", kernel!("f32", "copy_rows")),
+    ("rope", "rope", kernel!("f32", "rope")),
+    ("rms_norm", "rms_norm", kernel!("f32", "rms_norm")),
+    ("gated", "gated", kernel!("f32", "gated")),
+    ("mul", "mul", kernel!("f32", "mul")),
+    ("scale", "scale", kernel!("f32", "scale")),
+    ("gather", "gather", kernel!("f32", "gather")),
 ];
 
 /// The kernels that read f16 weights, compiled only on adapters with `shader-f16`.
-const F16_KERNELS: [(&str, &str, &str); 2] = [
+const F16_KERNELS: [(&str, &str, &str); 3] = [
     ("matmul_f16", "matmul", kernel!("f16", "matmul")),
     ("embed_f16", "embed", kernel!("f16", "embed")),
+    ("gather_f16", "gather", kernel!("f16", "gather")),
 ];
 
 /// Longest sequence the attention kernel holds in workgroup memory.
@@ -255,6 +272,7 @@ fn act_code(act: Activation) -> u32 {
         Activation::Relu => 3,
         Activation::Tanh => 4,
         Activation::Relu6 => 5,
+        Activation::Silu => 6,
     }
 }
 
@@ -262,6 +280,13 @@ fn act_code(act: Activation) -> u32 {
 fn elementwise_groups(n: usize) -> Result<[u32; 3]> {
     let wgs = n.div_ceil(256).max(1);
     Ok([dim(wgs.min(65_535))?, dim(wgs.div_ceil(65_535))?, 1])
+}
+
+/// `workgroups` workgroups (one per row or group) in rows of at most 65,535, `z` deep: the
+/// kernel's index is `wid.x + wid.y * num_workgroups.x`.
+fn row_groups(workgroups: usize, z: u32) -> Result<[u32; 3]> {
+    let n = workgroups.max(1);
+    Ok([dim(n.min(65_535))?, dim(n.div_ceil(65_535))?, z])
 }
 
 fn check_cols(what: &str, t: &GpuTensor, cols: usize) -> Result<()> {
@@ -275,6 +300,7 @@ fn check_cols(what: &str, t: &GpuTensor, cols: usize) -> Result<()> {
 
 impl Backend for Gpu {
     type Tensor = GpuTensor;
+    type Cache = GpuCache;
     type Weight = GpuTensor;
 
     /// Weight matrices (2-D: linear weights and embedding tables) of an f16 model are stored
@@ -476,6 +502,59 @@ impl Backend for Gpu {
             [dim(seq)?, dim(heads)?, dim(batch)?],
         )?;
         Ok(out)
+    }
+
+    fn attend(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        key_mask: Option<&GpuTensor>,
+        spec: &AttentionSpec,
+    ) -> Result<GpuTensor> {
+        self.attend_fresh(q, k, v, key_mask, spec)
+    }
+
+    fn kv_cache(&self, batch: usize, width: usize, capacity: usize) -> Result<GpuCache> {
+        self.new_cache(batch, width, capacity)
+    }
+
+    fn kv_append(&self, cache: &mut GpuCache, k: &GpuTensor, v: &GpuTensor) -> Result<()> {
+        self.append(cache, k, v)
+    }
+
+    fn attend_cached(
+        &self,
+        q: &GpuTensor,
+        cache: &GpuCache,
+        key_mask: Option<&GpuTensor>,
+        spec: &AttentionSpec,
+    ) -> Result<GpuTensor> {
+        self.attend_cache(q, cache, key_mask, spec)
+    }
+
+    fn rope(&self, x: &GpuTensor, table: &RopeTable, heads: usize) -> Result<GpuTensor> {
+        self.rope_op(x, table, heads)
+    }
+
+    fn rms_norm(&self, x: &GpuTensor, gamma: &GpuTensor, eps: f64) -> Result<GpuTensor> {
+        self.rms_norm_op(x, gamma, eps)
+    }
+
+    fn gated(&self, x: &GpuTensor, act: Activation) -> Result<GpuTensor> {
+        self.gated_op(x, act)
+    }
+
+    fn mul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        self.mul_op(a, b)
+    }
+
+    fn scale(&self, x: &GpuTensor, s: f32) -> Result<GpuTensor> {
+        self.scale_op(x, s)
+    }
+
+    fn gather(&self, table: &GpuTensor, ids: &[u32]) -> Result<GpuTensor> {
+        self.gather_op(table, ids)
     }
 
     fn depthwise(

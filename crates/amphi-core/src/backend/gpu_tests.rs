@@ -370,3 +370,152 @@ fn buffers_are_pooled() {
     );
     assert_eq!(gpu.read(&b).expect("read"), random(1000, 2));
 }
+
+#[test]
+fn decoder_ops_match_an_f64_reference() {
+    let report = crate::backend::checks::run(&gpu(), 1e-4);
+    assert!(report.checked > 40, "{} checks", report.checked);
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+}
+
+/// The same checks on an f16 GPU: activations stay f32, tables uploaded as weights are f16
+/// (`gather_f16`). Adapters without `shader-f16` run f32 here (the f16 weight test above fails
+/// on them).
+#[test]
+fn decoder_ops_match_an_f64_reference_with_f16_weights() {
+    let gpu = gpu_with(Precision::F16);
+    assert_eq!(gpu.f16, gpu.pool.host.info().shader_f16);
+    let report = crate::backend::checks::run(&gpu, 1e-4);
+    assert!(report.checked > 40, "{} checks", report.checked);
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    if gpu.f16 {
+        let table = gpu.upload(random(6 * 5, 1), &[6, 5]).expect("table");
+        assert!(table.f16, "2-D tables are f16");
+        assert!(gpu.gather(&table, &[6]).is_err(), "an id past the table");
+    }
+}
+
+fn spec(batch: usize, queries: usize, keys: usize, heads: usize, d: usize) -> AttentionSpec {
+    AttentionSpec {
+        batch,
+        queries,
+        keys,
+        heads,
+        kv_heads: heads,
+        head_dim: d,
+        scale: 1.0,
+        causal: false,
+        offset: 0,
+        window: None,
+    }
+}
+
+/// Shapes the kernel cannot take, or that disagree, are errors, not panics or garbage.
+#[test]
+fn attend_refuses_what_it_cannot_take() {
+    let gpu = gpu();
+    let t = |rows, cols| {
+        gpu.activations(vec![0.5; rows * cols], rows, cols)
+            .expect("up")
+    };
+    // Heads past the kernel's workgroup memory.
+    let s = spec(1, 1, 2, 1, 513);
+    let err = gpu.attend(&t(1, 513), &t(2, 513), &t(2, 513), None, &s);
+    assert!(matches!(err, Err(Error::Backend { .. })), "head_dim 513");
+    // The largest head it takes: uniform keys average the values.
+    let s = spec(1, 1, 2, 1, 512);
+    let out = gpu.attend(&t(1, 512), &t(2, 512), &t(2, 512), None, &s);
+    let out = gpu.read(&out.expect("head_dim 512")).expect("read");
+    assert!(out.iter().all(|&x| (x - 0.5).abs() < 1e-6));
+    // Values of another shape than the keys, a mask of the wrong shape, an invalid spec.
+    let s = spec(1, 2, 3, 2, 4);
+    assert!(gpu.attend(&t(2, 8), &t(3, 8), &t(2, 8), None, &s).is_err());
+    let mask = gpu
+        .key_mask(&[1, 1], BatchShape { batch: 1, seq: 2 })
+        .expect("mask");
+    assert!(
+        gpu.attend(&t(2, 8), &t(3, 8), &t(3, 8), Some(&mask), &s)
+            .is_err()
+    );
+    let bad = AttentionSpec { keys: 0, ..s };
+    assert!(
+        gpu.attend(&t(2, 8), &t(0, 8), &t(0, 8), None, &bad)
+            .is_err()
+    );
+    // A cache whose length is not the spec's keys.
+    let mut cache = gpu.kv_cache(1, 8, 4).expect("cache");
+    gpu.kv_append(&mut cache, &t(2, 8), &t(2, 8))
+        .expect("append");
+    assert!(gpu.attend_cached(&t(2, 8), &cache, None, &s).is_err());
+    let s = AttentionSpec { keys: 2, ..s };
+    assert!(gpu.attend_cached(&t(2, 8), &cache, None, &s).is_ok());
+    assert!(gpu.kv_append(&mut cache, &t(2, 7), &t(2, 7)).is_err());
+}
+
+/// More query rows than one dispatch axis holds (65,535 workgroups), and RMSNorm over more
+/// groups than that.
+#[test]
+fn dispatches_past_one_axis() {
+    let gpu = gpu();
+    let rows = 70_000;
+    let q = gpu.activations(random(rows, 1), rows, 1).expect("q");
+    let k = gpu.activations(vec![1.0; 2], 2, 1).expect("k");
+    let v = gpu.activations(vec![3.0, 5.0], 2, 1).expect("v");
+    let s = spec(1, rows, 2, 1, 1);
+    let out = gpu
+        .read(&gpu.attend(&q, &k, &v, None, &s).expect("attend"))
+        .expect("read");
+    assert!(
+        out.iter().all(|&x| (x - 4.0).abs() < 1e-5),
+        "equal keys average the values"
+    );
+    // Groups of one positive value: x / |x| · gamma.
+    let x: Vec<f32> = random(rows * 2, 2).iter().map(|x| x + 1.5).collect();
+    let gamma = gpu.upload(vec![2.0], &[1]).expect("gamma");
+    let x = gpu.activations(x, rows, 2).expect("x");
+    let got = gpu
+        .read(&gpu.rms_norm(&x, &gamma, 0.0).expect("rms_norm"))
+        .expect("read");
+    assert!(got.iter().all(|&g| (g - 2.0).abs() < 1e-5));
+}
+
+/// A cache's buffers return to the pool when it is dropped, and its size is what it holds.
+#[test]
+fn kv_caches_grow_and_free_their_buffers() {
+    use crate::backend::KvCache;
+    let gpu = gpu();
+    let mut cache = gpu.kv_cache(2, 3, 2).expect("cache");
+    assert_eq!((cache.len(), cache.bytes()), (0, 2 * 2 * 2 * 3 * 4));
+    let k = gpu.activations(random(2 * 3 * 3, 1), 6, 3).expect("k");
+    gpu.kv_append(&mut cache, &k, &k).expect("append");
+    // Grown to max(2·2, 3) = 4 positions.
+    assert_eq!((cache.len(), cache.bytes()), (3, 2 * 2 * 4 * 3 * 4));
+    let free = |gpu: &Gpu| -> usize {
+        gpu.pool
+            .free
+            .lock()
+            .expect("pool")
+            .values()
+            .map(Vec::len)
+            .sum()
+    };
+    let before = free(&gpu);
+    drop(cache);
+    assert_eq!(free(&gpu), before + 2, "both buffers back in the pool");
+}
+
+/// Masked keys take no part: not even a NaN in their values reaches the output.
+#[test]
+fn masked_keys_are_skipped() {
+    let gpu = gpu();
+    let q = gpu.activations(vec![1.0, 0.0], 1, 2).expect("q");
+    let k = gpu.activations(vec![1.0, 2.0, 3.0, 4.0], 2, 2).expect("k");
+    let v = gpu
+        .activations(vec![f32::NAN, f32::INFINITY, 7.0, -1.0], 2, 2)
+        .expect("v");
+    let mask = gpu
+        .key_mask(&[0, 1], BatchShape { batch: 1, seq: 2 })
+        .expect("mask");
+    let out = gpu.attend(&q, &k, &v, Some(&mask), &spec(1, 1, 2, 1, 2));
+    assert_eq!(gpu.read(&out.expect("attend")).expect("read"), [7.0, -1.0]);
+}

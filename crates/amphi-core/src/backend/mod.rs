@@ -8,8 +8,11 @@
 //! Users never see this trait: they pick a [`crate::Device`], and the engine instantiates the
 //! model over the matching backend.
 
+#[cfg(any(test, feature = "selftest"))]
+pub(crate) mod checks;
 pub(crate) mod cpu;
 pub(crate) mod gpu;
+pub(crate) mod rope;
 
 use crate::error::Result;
 
@@ -25,6 +28,8 @@ pub(crate) enum Activation {
     Tanh,
     /// `min(max(x, 0), 6)` (MobileNet, EfficientNet-Lite).
     Relu6,
+    /// `x · sigmoid(x)` (`silu`, `swish`: Llama's and Qwen's gated MLP).
+    Silu,
 }
 
 /// How token vectors are reduced to one vector per sequence.
@@ -52,6 +57,87 @@ impl BatchShape {
     pub fn positions(self) -> Vec<u32> {
         (0..self.tokens()).map(|t| (t % self.seq) as u32).collect()
     }
+}
+
+/// The geometry of one [`Backend::attend`]: `batch` sequences of `queries` new rows attending
+/// `keys` rows each, with grouped heads (`heads` query heads share each of the `kv_heads` key and
+/// value heads, `heads % kv_heads == 0`: multi-head when equal, multi-query when `kv_heads` is
+/// 1).
+///
+/// Query `i` of a sequence sits at key position `offset + i` (the cache length before the new
+/// rows; 0 for an encoder or a prefill). It attends key `j` when the key mask allows `j`, and,
+/// if `causal`, when `j ≤ offset + i`, and, with a `window`, when `j > offset + i − window`
+/// (a sliding window of `window` positions, its own included). Cross attention is
+/// `causal: false` with `keys` the other sequence's length.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AttentionSpec {
+    pub batch: usize,
+    pub queries: usize,
+    pub keys: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies `q·k` (`1/√head_dim` unless the config says otherwise).
+    pub scale: f32,
+    pub causal: bool,
+    pub offset: usize,
+    pub window: Option<usize>,
+}
+
+impl AttentionSpec {
+    /// Whether query `i` (of the new rows) may attend key `j`, before the key mask.
+    pub fn allows(&self, i: usize, j: usize) -> bool {
+        let at = self.offset + i;
+        (!self.causal || j <= at) && self.window.is_none_or(|w| j + w > at)
+    }
+
+    /// Whether the shape is usable: positive sizes, grouped heads.
+    pub fn is_valid(&self) -> bool {
+        self.batch > 0
+            && self.queries > 0
+            && self.keys > 0
+            && self.heads > 0
+            && self.kv_heads > 0
+            && self.head_dim > 0
+            && self.heads.is_multiple_of(self.kv_heads)
+            && self.window.is_none_or(|w| w > 0)
+    }
+
+    /// The query width, `heads · head_dim`.
+    pub fn q_width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// The key and value width, `kv_heads · head_dim`.
+    pub fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}
+
+/// A key/value cache of one attention layer, owned by the session that decodes with it: `batch`
+/// sequences of `len` positions, each `width` (`kv_heads · head_dim`) keys and values wide. It
+/// grows by [`Backend::kv_append`]; dropping it frees its memory.
+pub(crate) trait KvCache: Send {
+    /// Positions held per sequence.
+    fn len(&self) -> usize;
+    /// Bytes held (allocated capacity, keys and values).
+    #[cfg_attr(
+        not(any(test, feature = "selftest")),
+        expect(
+            dead_code,
+            reason = "checked by the op checks; the generator budgets from its estimate"
+        )
+    )]
+    fn bytes(&self) -> usize;
+}
+
+/// Cosines and sines of rotary position embeddings for some rows: `cos_sin` is `rows` rows of
+/// `rotary_dim / 2` cosines then `rotary_dim / 2` sines (see [`rope::Rope::table`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RopeTable {
+    pub rows: usize,
+    pub rotary_dim: usize,
+    pub cos_sin: Vec<f32>,
 }
 
 /// A batch of images whose activations are NHWC rows: `[batch·height·width, channels]`.
@@ -118,6 +204,8 @@ pub(crate) trait Backend {
     type Tensor: Clone + Send + Sync;
     /// A linear layer's weight, stored the way [`Backend::linear`] reads it fastest.
     type Weight: Send + Sync;
+    /// One layer's key/value cache.
+    type Cache: KvCache;
 
     /// Uploads host data (weights) as a tensor of the given shape.
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Self::Tensor>;
@@ -175,6 +263,70 @@ pub(crate) trait Backend {
         shape: BatchShape,
         heads: usize,
     ) -> Result<Self::Tensor>;
+
+    /// Scaled dot-product attention with separate projections: `q` is `[batch·queries,
+    /// heads·head_dim]`, `k` and `v` `[batch·keys, kv_heads·head_dim]`; `key_mask` (from
+    /// [`Backend::key_mask`], `[batch, keys]`) masks padding. A query row that may attend no key
+    /// gets zeros. Returns `[batch·queries, heads·head_dim]`; no limit on `keys`.
+    #[cfg_attr(
+        not(any(test, feature = "selftest")),
+        expect(
+            dead_code,
+            reason = "for the encoders without a cache (CLIP's causal text tower, Whisper's cross attention) of the encoder issue"
+        )
+    )]
+    fn attend(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        key_mask: Option<&Self::Tensor>,
+        spec: &AttentionSpec,
+    ) -> Result<Self::Tensor>;
+
+    /// An empty key/value cache for `batch` sequences of `width`-wide rows with room for
+    /// `capacity` positions (it grows past that when appended to).
+    fn kv_cache(&self, batch: usize, width: usize, capacity: usize) -> Result<Self::Cache>;
+
+    /// Appends `k` and `v` (`[batch·n, width]`: `n` new positions per sequence) to `cache`.
+    fn kv_append(&self, cache: &mut Self::Cache, k: &Self::Tensor, v: &Self::Tensor) -> Result<()>;
+
+    /// [`Backend::attend`] over a cache's keys and values (`spec.keys == cache.len()`).
+    fn attend_cached(
+        &self,
+        q: &Self::Tensor,
+        cache: &Self::Cache,
+        key_mask: Option<&Self::Tensor>,
+        spec: &AttentionSpec,
+    ) -> Result<Self::Tensor>;
+
+    /// Rotary position embeddings (the half-split "NeoX" layout of Hugging Face's
+    /// `rotate_half`): `x` is `[rows, heads·head_dim]`; in each head the first
+    /// `table.rotary_dim` values are rotated by row `r`'s angles, the rest pass through.
+    fn rope(&self, x: &Self::Tensor, table: &RopeTable, heads: usize) -> Result<Self::Tensor>;
+
+    /// RMSNorm: each group of `gamma.len()` consecutive values (a row, or a head of a row for
+    /// per-head query/key norms) becomes `x / √(mean(x²) + eps) · gamma`.
+    fn rms_norm(&self, x: &Self::Tensor, gamma: &Self::Tensor, eps: f64) -> Result<Self::Tensor>;
+
+    /// A gated MLP's gate: `x` is `[rows, 2n]`, the gate projection then the up projection
+    /// (fused into one linear layer); returns `act(gate) · up`, `[rows, n]` (SwiGLU with
+    /// [`Activation::Silu`], GeGLU with a GELU).
+    fn gated(&self, x: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
+
+    /// `a · b`, element-wise, same shapes.
+    #[cfg_attr(
+        not(any(test, feature = "selftest")),
+        expect(dead_code, reason = "no architecture multiplies activations yet")
+    )]
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// `s · x`.
+    fn scale(&self, x: &Self::Tensor, s: f32) -> Result<Self::Tensor>;
+
+    /// Rows of `table` (`[n, cols]`: an embedding table as uploaded, or activations) by index,
+    /// as f32 activations `[ids.len(), cols]`; an index outside the table is an invalid input.
+    fn gather(&self, table: &Self::Tensor, ids: &[u32]) -> Result<Self::Tensor>;
 
     /// Depthwise convolution (one filter per channel): `act(conv(x) + b)` with TF "SAME"
     /// zero padding. `x` is `[batch·h·w, c]` (NHWC rows, `conv.input`), `w` is `[k·k, c]` (tap

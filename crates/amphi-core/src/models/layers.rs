@@ -13,6 +13,7 @@ pub(crate) fn activation(hidden_act: &str) -> Option<Activation> {
         "gelu" => Some(Activation::GeluErf),
         "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Activation::GeluTanh),
         "relu" => Some(Activation::Relu),
+        "silu" | "swish" => Some(Activation::Silu),
         _ => None,
     }
 }

@@ -6,6 +6,7 @@
 pub(crate) mod bert;
 pub(crate) mod efficientnet;
 mod layers;
+pub(crate) mod llama;
 pub(crate) mod roberta;
 pub(crate) mod vit;
 
@@ -53,6 +54,11 @@ impl ModelConfig {
         })
     }
 
+    /// The whole document.
+    pub fn value(&self) -> &serde_json::Value {
+        &self.value
+    }
+
     /// The architecture's typed view of the document.
     pub fn typed<T: DeserializeOwned>(&self) -> Result<T> {
         T::deserialize(&self.value).map_err(|e| Error::json(CONFIG_FILE, e))
@@ -71,6 +77,8 @@ pub(crate) enum Head {
     TokenClassification,
     /// Ranked labels per image.
     ImageClassification,
+    /// Next-token logits (a decoder's LM head).
+    CausalLm,
 }
 
 impl Head {
@@ -81,6 +89,7 @@ impl Head {
             Head::SequenceClassification => &[Task::FeatureExtraction, Task::TextClassification],
             Head::TokenClassification => &[Task::FeatureExtraction, Task::TokenClassification],
             Head::ImageClassification => &[Task::ImageClassification],
+            Head::CausalLm => &[Task::TextGeneration],
         }
     }
 }

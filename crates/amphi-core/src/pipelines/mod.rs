@@ -8,6 +8,7 @@ mod feature_extraction;
 mod image_classification;
 mod session;
 mod text_classification;
+mod text_generation;
 mod token_classification;
 
 use std::sync::Arc;
@@ -27,6 +28,9 @@ use crate::tokenizer::{TextInput, TokenizedBatch};
 
 pub use session::{Chunk, Session, SessionStep};
 pub use text_classification::ClassifierFunction;
+pub use text_generation::{
+    FinishReason, Generated, GeneratedText, GenerationOptions, Prompts, StopList, TextDelta,
+};
 pub use token_classification::{Aggregation, Entity};
 
 /// `top_k` for text classification: absent means "the best label only" (one object per input),
@@ -84,6 +88,7 @@ impl RunOptions {
             Task::TextClassification => fe || tok,
             Task::TokenClassification => fe || tc,
             Task::ImageClassification => fe || tok || self.max_length.is_some(),
+            Task::TextGeneration => true,
         };
         if stray {
             return Err(Error::invalid_input(format!(
@@ -179,6 +184,10 @@ pub enum Output {
     Ranked(Vec<Vec<LabelScore>>),
     /// Token labels or entity groups per input.
     Entities(Vec<Vec<Entity>>),
+    /// text-generation: the generated sequences per prompt.
+    Generated(Vec<Vec<Generated>>),
+    /// text-generation, streamed: a piece of one prompt's output.
+    Delta(Vec<TextDelta>),
 }
 
 impl Output {
@@ -190,6 +199,8 @@ impl Output {
             Output::Best(v) => v.len(),
             Output::Ranked(v) => v.len(),
             Output::Entities(v) => v.len(),
+            Output::Generated(v) => v.len(),
+            Output::Delta(v) => v.len(),
         }
     }
 
@@ -233,6 +244,9 @@ impl Serialize for Response {
             Output::Pooled(_) | Output::Tokens(_) | Output::Best(_) => self.output.serialize(s),
             Output::Ranked(v) => first(v, s),
             Output::Entities(v) => first(v, s),
+            // As Hugging Face: one prompt gives its list of sequences.
+            Output::Generated(v) => first(v, s),
+            Output::Delta(v) => first(v, s),
         }
     }
 }
@@ -334,8 +348,17 @@ impl Pipeline {
     fn text(&self) -> Result<&TextModel> {
         self.model.as_text().ok_or_else(|| Error::UnsupportedTask {
             task: self.task.to_string(),
-            reason: "this is an image model: pass images".to_owned(),
+            reason: "this model is not a text encoder".to_owned(),
         })
+    }
+
+    fn generator(&self) -> Result<&crate::generator::GeneratorModel> {
+        self.model
+            .as_generator()
+            .ok_or_else(|| Error::UnsupportedTask {
+                task: self.task.to_string(),
+                reason: "this model is not a text generator".to_owned(),
+            })
     }
 
     /// Runs the pipeline on a batch of text inputs.
@@ -450,6 +473,9 @@ impl Pipeline {
             Task::ImageClassification => {
                 Err(Error::invalid_input("image-classification needs images"))
             }
+            Task::TextGeneration => Err(Error::invalid_input(
+                "text-generation runs as a session: Pipeline::open or Pipeline::generate",
+            )),
         }
     }
 
@@ -480,6 +506,16 @@ impl Pipeline {
     /// and `height`), `i` indexing `attachments`: bytes the host passed beside the JSON.
     pub fn start_json(&self, request: &[u8], attachments: Vec<Vec<u8>>) -> Result<Started> {
         let parse_error = |e: serde_json::Error| Error::invalid_input(format!("request: {e}"));
+        if self.task == Task::TextGeneration {
+            // Many steps, one readback each: run to the end where readbacks finish at once.
+            let mut session = self.open(request, attachments)?;
+            return match session.step()? {
+                SessionStep::Done(Some(response)) => Ok(Started::Done(response)),
+                _ => Err(Error::invalid_input(
+                    "text-generation takes many GPU readbacks on this host: step a session",
+                )),
+            };
+        }
         if self.task != Task::ImageClassification {
             let request: Request = serde_json::from_slice(request).map_err(parse_error)?;
             return self.start(&request);

@@ -9,6 +9,7 @@
 use serde::Serialize;
 use serde::ser::SerializeStruct;
 
+use super::text_generation::{Generation, GenerationRequest, Progress};
 use super::{Inputs, Output, Pending, Pipeline, Request, RunOptions, Started, Step, Task};
 use crate::backend::f32s;
 use crate::error::{Error, Result};
@@ -36,6 +37,8 @@ impl Serialize for Chunk {
             Output::Best(v) => m.serialize_field("output", &v[0])?,
             Output::Ranked(v) => m.serialize_field("output", &v[0])?,
             Output::Entities(v) => m.serialize_field("output", &v[0])?,
+            Output::Generated(v) => m.serialize_field("output", &v[0])?,
+            Output::Delta(v) => m.serialize_field("output", &v[0])?,
         }
         m.end()
     }
@@ -69,6 +72,8 @@ enum State {
         next: usize,
         pending: Option<Pending>,
     },
+    /// A text-generation request.
+    Generate(Box<Generation>),
     Finished,
 }
 
@@ -110,6 +115,12 @@ impl Pipeline {
     /// at a time.
     pub fn open(&self, request: &[u8], attachments: Vec<Vec<u8>>) -> Result<Session> {
         let parse_error = |e: serde_json::Error| Error::invalid_input(format!("request: {e}"));
+        if self.task() == Task::TextGeneration {
+            let request: GenerationRequest =
+                serde_json::from_slice(request).map_err(parse_error)?;
+            let generation = Generation::new(self.generator()?, request, self.limits.max_batch)?;
+            return Ok(Session::generating(self.clone(), generation));
+        }
         let flag: StreamFlag = serde_json::from_slice(request).map_err(parse_error)?;
         let request = match flag.stream {
             // The request's own parser refuses a field it does not know.
@@ -191,6 +202,13 @@ impl Pipeline {
 }
 
 impl Session {
+    pub(crate) fn generating(pipeline: Pipeline, generation: Generation) -> Self {
+        Self {
+            pipeline,
+            state: State::Generate(Box::new(generation)),
+        }
+    }
+
     /// The task the session runs.
     pub fn task(&self) -> Task {
         self.pipeline.task()
@@ -250,6 +268,18 @@ impl Session {
                 };
                 Ok(out)
             }
+            State::Generate(mut g) => {
+                let out = g.step(self.pipeline.generator()?)?;
+                self.state = State::Generate(g);
+                Ok(match out {
+                    Progress::Chunk(c) => SessionStep::Chunk(c),
+                    Progress::Pending(id) => SessionStep::Pending(id),
+                    Progress::Done(response) => {
+                        self.state = State::Finished;
+                        SessionStep::Done(response)
+                    }
+                })
+            }
             State::Stream { .. } | State::WholePending(_) => Err(Error::invalid_input(
                 "the session is waiting for a readback: resume it",
             )),
@@ -285,6 +315,16 @@ impl Session {
                         tokens,
                     })
                 })
+            }
+            State::Generate(mut g) => {
+                let chunk = g.resume(self.pipeline.generator()?, readback);
+                self.state = State::Generate(g);
+                match chunk {
+                    Ok(Some(c)) => Ok(SessionStep::Chunk(c)),
+                    // Nothing to show yet (or not streamed): on to the next step.
+                    Ok(None) => self.step_inner(),
+                    Err(e) => Err(e),
+                }
             }
             other => {
                 self.state = other;

@@ -53,6 +53,7 @@ pub(crate) fn activate(x: &mut [f32], act: Activation) {
         Activation::Relu => map(x, |v| max(v, 0.0)),
         Activation::Tanh => map(x, tanh),
         Activation::Relu6 => map(x, |v| v.clamp(0.0, 6.0)),
+        Activation::Silu => map(x, silu),
     }
 }
 
@@ -132,6 +133,12 @@ pub(crate) fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// SiLU, `x · sigmoid(x) = x / (1 + e⁻ˣ)` (0 for x below −87, where e⁻ˣ is clamped).
+#[inline(always)]
+pub(crate) fn silu(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
+}
+
 /// GELU, tanh approximation (`gelu_new`).
 #[inline(always)]
 pub(crate) fn gelu_tanh(x: f32) -> f32 {
@@ -196,6 +203,23 @@ pub(crate) fn layer_norm_row(
     let inv_std = 1.0 / (sum_sq_dev(out, mean) / n + eps).sqrt();
     for ((o, g), b) in out.iter_mut().zip(gamma).zip(beta) {
         *o = (*o - mean) * inv_std * g + b;
+    }
+}
+
+/// `out = x / √(mean(x²) + eps) · gamma` for one group of values (RMSNorm).
+pub(crate) fn rms_norm_group(x: &[f32], gamma: &[f32], eps: f32, out: &mut [f32]) {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    let mean = (acc.iter().sum::<f32>() + tail) / x.len() as f32;
+    let inv = 1.0 / (mean + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(gamma) {
+        *o = v * inv * g;
     }
 }
 

@@ -12,8 +12,10 @@
 //! Natively the multiply and attention spread over rayon's threads (`RAYON_NUM_THREADS`); wasm32
 //! has one thread.
 
+mod attend;
 mod attention;
 mod conv;
+mod decoder;
 mod gemm;
 mod math;
 // Everywhere but the artifact: x86-64 CPUs without AVX2 and other architectures.
@@ -28,13 +30,15 @@ use std::ops::Deref;
 
 use candle_core::{CpuStorage, D, DType, Device, Storage, StorageRef, Tensor};
 
-use super::{Activation, Backend, BatchShape, Conv2d, Reduce};
+use super::{Activation, AttentionSpec, Backend, BatchShape, Conv2d, KvCache, Reduce, RopeTable};
 use crate::error::{Error, Result};
 use crate::interrupt;
 use crate::profile::timed;
+pub(crate) use decoder::CpuCache;
 pub(crate) use gemm::Packed;
 use gemm::{Rows, gemm};
 use math::Epilogue;
+pub(crate) use math::exp;
 
 /// Runs one op, timed while profiling ([`timed`]); first asks the host whether to stop the call
 /// ([`interrupt::check`]), so every CPU op is a point where a deadline can end it.
@@ -154,6 +158,7 @@ fn matrix(data: Vec<f32>, rows: usize, cols: usize) -> Result<Tensor> {
 
 impl Backend for Cpu {
     type Tensor = Tensor;
+    type Cache = CpuCache;
     type Weight = Packed;
 
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
@@ -344,6 +349,149 @@ impl Backend for Cpu {
         matrix(out, rows, hidden)
     }
 
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        key_mask: Option<&Tensor>,
+        spec: &AttentionSpec,
+    ) -> Result<Tensor> {
+        let rows = spec.batch * spec.keys;
+        for (what, t) in [("keys", k), ("values", v)] {
+            if dims2("attend", t)? != (rows, spec.kv_width()) {
+                return Err(Error::Backend {
+                    message: format!("attend: {what} {:?} for {spec:?}", t.dims()),
+                });
+            }
+        }
+        let (k, v) = (values(k)?, values(v)?);
+        let kv = attend::Kv {
+            k: &k,
+            v: &v,
+            stride: spec.keys,
+        };
+        attend_over(q, kv, key_mask, spec)
+    }
+
+    fn kv_cache(&self, batch: usize, width: usize, capacity: usize) -> Result<CpuCache> {
+        CpuCache::new(batch, width, capacity)
+    }
+
+    fn kv_append(&self, cache: &mut CpuCache, k: &Tensor, v: &Tensor) -> Result<()> {
+        let (rows, width) = dims2("kv_append", k)?;
+        if dims2("kv_append", v)? != (rows, width)
+            || width != cache.width
+            || rows % cache.batch != 0
+        {
+            return Err(Error::Backend {
+                message: format!(
+                    "kv_append: [{rows}, {width}] to a cache of {} sequences × {}",
+                    cache.batch, cache.width
+                ),
+            });
+        }
+        let (k, v) = (values(k)?, values(v)?);
+        op("kv_append", || cache.append(&k, &v, rows / cache.batch))
+    }
+
+    fn attend_cached(
+        &self,
+        q: &Tensor,
+        cache: &CpuCache,
+        key_mask: Option<&Tensor>,
+        spec: &AttentionSpec,
+    ) -> Result<Tensor> {
+        if spec.keys != cache.len() || spec.batch != cache.batch || spec.kv_width() != cache.width {
+            return Err(Error::Backend {
+                message: format!(
+                    "attend_cached: {spec:?} over {} positions of {} sequences × {}",
+                    cache.len(),
+                    cache.batch,
+                    cache.width
+                ),
+            });
+        }
+        let kv = attend::Kv {
+            k: &cache.k,
+            v: &cache.v,
+            stride: cache.capacity,
+        };
+        attend_over(q, kv, key_mask, spec)
+    }
+
+    fn rope(&self, x: &Tensor, table: &RopeTable, heads: usize) -> Result<Tensor> {
+        let (rows, cols) = dims2("rope", x)?;
+        let rot = table.rotary_dim;
+        if heads == 0
+            || cols % heads != 0
+            || !rot.is_multiple_of(2)
+            || rot > cols / heads
+            || table.rows != rows
+            || table.cos_sin.len() != rows * rot
+        {
+            return Err(Error::Backend {
+                message: format!(
+                    "rope: [{rows}, {cols}] in {heads} heads by a table of {} rows × {rot}",
+                    table.rows
+                ),
+            });
+        }
+        let mut out = values(x)?.to_vec();
+        op("rope", || decoder::rope(&mut out, table, heads))?;
+        matrix(out, rows, cols)
+    }
+
+    fn rms_norm(&self, x: &Tensor, gamma: &Tensor, eps: f64) -> Result<Tensor> {
+        let (rows, cols) = dims2("rms_norm", x)?;
+        let group = gamma.elem_count();
+        if group == 0 || cols % group != 0 {
+            return Err(Error::Backend {
+                message: format!("rms_norm: [{rows}, {cols}] in groups of {group}"),
+            });
+        }
+        let (xs, gamma) = (values(x)?, values(gamma)?);
+        let out = op("rms_norm", || decoder::rms_norm(&xs, &gamma, eps as f32))?;
+        matrix(out, rows, cols)
+    }
+
+    fn gated(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        let (rows, cols) = dims2("gated", x)?;
+        if cols % 2 != 0 {
+            return Err(Error::Backend {
+                message: format!("gated: [{rows}, {cols}] is not a gate and an up projection"),
+            });
+        }
+        let xs = values(x)?;
+        let out = op("gated", || decoder::gated(&xs, cols / 2, act))?;
+        matrix(out, rows, cols / 2)
+    }
+
+    fn mul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        if a.dims() != b.dims() {
+            return Err(Error::Backend {
+                message: format!("mul: {:?} and {:?}", a.dims(), b.dims()),
+            });
+        }
+        Ok(op("mul", || a.mul(b))??)
+    }
+
+    fn scale(&self, x: &Tensor, s: f32) -> Result<Tensor> {
+        Ok(op("scale", || x.affine(f64::from(s), 0.0))??)
+    }
+
+    fn gather(&self, table: &Tensor, ids: &[u32]) -> Result<Tensor> {
+        let (rows, cols) = dims2("gather", table)?;
+        if ids.iter().any(|&i| i as usize >= rows) {
+            return Err(Error::invalid_input(
+                "a token id is outside the embedding table",
+            ));
+        }
+        let t = values(table)?;
+        let out = op("gather", || decoder::gather(&t, cols, ids))?;
+        matrix(out, ids.len(), cols)
+    }
+
     fn depthwise(
         &self,
         x: &Tensor,
@@ -412,6 +560,31 @@ impl Backend for Cpu {
     fn read(&self, x: &Tensor) -> Result<Vec<f32>> {
         Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
     }
+}
+
+/// [`Backend::attend`] over keys and values in `kv`, after checking the queries and mask.
+fn attend_over(
+    q: &Tensor,
+    kv: attend::Kv<'_>,
+    key_mask: Option<&Tensor>,
+    spec: &AttentionSpec,
+) -> Result<Tensor> {
+    let rows = spec.batch * spec.queries;
+    let shapes_agree = spec.is_valid()
+        && dims2("attend", q)? == (rows, spec.q_width())
+        && key_mask.is_none_or(|m| m.elem_count() == spec.batch * spec.keys);
+    if !shapes_agree {
+        return Err(Error::Backend {
+            message: format!("attend: queries {:?} for {spec:?}", q.dims()),
+        });
+    }
+    let qs = values(q)?;
+    let mask = key_mask.map(values).transpose()?;
+    let mut out = vec![0f32; rows * spec.q_width()];
+    op("attention", || {
+        attend::attend(&qs, kv, mask.as_deref(), spec, &mut out)
+    })?;
+    matrix(out, rows, spec.q_width())
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ fn tanh_safe(x: f32) -> f32 {
 }
 
 // Activations of `linear` and `depthwise`: 0 none, 1 GELU (erf), 2 GELU (tanh), 3 ReLU, 4 tanh,
-// 5 ReLU6.
+// 5 ReLU6, 6 SiLU.
 fn activate(x: f32, act: u32) -> f32 {
     switch act {
         case 1u: { return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476)); }
@@ -27,6 +27,7 @@ fn activate(x: f32, act: u32) -> f32 {
         case 3u: { return max(x, 0.0); }
         case 4u: { return tanh_safe(x); }
         case 5u: { return clamp(x, 0.0, 6.0); }
+        case 6u: { return x / (1.0 + exp(-max(x, -87.0))); }
         default: { return x; }
     }
 }

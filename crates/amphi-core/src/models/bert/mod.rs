@@ -102,7 +102,7 @@ impl<B: Backend> Bert<B> {
                     cfg.labels(n)?,
                 )
             }
-            Head::Base | Head::ImageClassification => (None, Vec::new()),
+            Head::Base | Head::ImageClassification | Head::CausalLm => (None, Vec::new()),
         };
         Ok(Self {
             encoder,

@@ -111,7 +111,9 @@ impl<B: Backend> Roberta<B> {
                 let classifier = Classifier::Token(Linear::load(be, w, "classifier", n, h)?);
                 (classifier, cfg.labels(n)?)
             }
-            Head::Base | Head::ImageClassification => (Classifier::None, Vec::new()),
+            Head::Base | Head::ImageClassification | Head::CausalLm => {
+                (Classifier::None, Vec::new())
+            }
         };
         Ok(Self {
             encoder,

@@ -1,5 +1,5 @@
-// Tokenizer parity inside WebAssembly: runs the shared test body (tests/support/tokenizer_parity.rs)
-// compiled for wasm32-unknown-unknown (+simd128) in tests/wasm-harness, under Node.
+// Inside WebAssembly: the tokenizer parity test body (tests/support/tokenizer_parity.rs) and the
+// backend op checks, compiled for wasm32-unknown-unknown (+simd128) in tests/wasm-harness, under Node.
 //
 //   cargo build -p amphi-wasm-harness --target wasm32-unknown-unknown --profile wasm
 //   node --test tests/wasm/
@@ -75,4 +75,19 @@ test('MiniLM tokenizer parity inside wasm32', async () => {
   assert.deepEqual(report.failures, []);
   assert.equal(failures, 0);
   assert.equal(report.checked, 62 * 2 + 5);
+});
+
+// The decoder ops (attention with grouped heads, causal masks, sliding windows and a KV
+// cache, RoPE, RMSNorm, gated MLPs, gathers) on the SIMD128 kernels, against the f64 reference
+// of crates/amphi-core/src/backend/checks.rs; tolerance 2e-5 · max(1, |reference|).
+test('backend ops inside wasm32 (SIMD128) match their f64 reference', async () => {
+  const { exports } = await instantiate();
+  const failures = exports.harness_backend_ops();
+  const report = JSON.parse(new TextDecoder().decode(
+    new Uint8Array(exports.memory.buffer, exports.harness_report_ptr(), exports.harness_report_len()),
+  ));
+  assert.match(report.kernel, /simd128/);
+  assert.deepEqual(report.failures, []);
+  assert.equal(failures, 0);
+  assert.ok(report.checked > 40, `${report.checked} checks`);
 });

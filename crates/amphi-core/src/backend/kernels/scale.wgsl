@@ -1,0 +1,18 @@
+// out = s · x element-wise, in rows of 65535 workgroups of 256.
+
+struct Params {
+    n: u32,
+    s: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(256)
+fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i < p.n) {
+        out[i] = x[i] * p.s;
+    }
+}
