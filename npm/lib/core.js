@@ -32,7 +32,22 @@ export const TASKS = [
   'text-classification',
   'token-classification',
   'image-classification',
+  'text-generation',
 ];
+
+/** The error an aborted call throws (`signal.reason` is kept as its cause). */
+function aborted(signal) {
+  return new AmphiError('aborted', 'the call was aborted', { cause: signal?.reason });
+}
+
+/** Splits a call's options into the pipeline's parameters and its `signal`. */
+function callOptions(options) {
+  const { signal, ...rest } = options ?? {};
+  if (signal !== undefined && !(typeof signal === 'object' && 'aborted' in signal)) {
+    throw new AmphiError('invalid_input', 'signal must be an AbortSignal');
+  }
+  return { signal, params: parameters(rest) };
+}
 
 /** Errors from the bridge are plain `Error`s with a `code`; give them the class. */
 export function asAmphiError(e) {
@@ -225,6 +240,17 @@ export function createApi(platform) {
       const run = async (inputs, runOptions = {}) => {
         try {
           if (disposed) throw new AmphiError('disposed', 'this pipeline was disposed');
+          if (task === 'text-generation') {
+            // One step per token, back on the event loop between them: the page stays live and
+            // `signal` can stop it. The response follows the last chunk.
+            const it = fn.stream(inputs, runOptions);
+            for (;;) {
+              const step = await it.next();
+              if (step.done) return step.value;
+            }
+          }
+          const { signal, params } = callOptions(runOptions);
+          if (signal?.aborted) throw aborted(signal);
           if (state.engine.crashed) {
             // The previous call trapped: load the model again into a fresh instance (the files
             // come from the cache).
@@ -233,8 +259,8 @@ export function createApi(platform) {
           const t0 = now();
           const { engine, handle } = state;
           const { request, attachments } = task === 'image-classification'
-            ? await imageRequest(inputs, parameters(runOptions), platform)
-            : { request: { inputs, parameters: parameters(runOptions) }, attachments: undefined };
+            ? await imageRequest(inputs, params, platform)
+            : { request: { inputs, parameters: params }, attachments: undefined };
           const output = await serialised(engine, () => handle.run(task, request, attachments));
           fn.lastRun = { ms: now() - t0, tokens: state.handle.lastTokens(), device: state.info.device };
           return output;
@@ -244,8 +270,11 @@ export function createApi(platform) {
       };
       const fn = (inputs, runOptions) => run(inputs, runOptions);
       /**
-       * Text tasks: an async iterator of `{index, output}`, one per input in input order, each
-       * computed when the iterator asks for it (a `break` out of `for await` frees the rest).
+       * Text tasks: an async iterator of chunks, each computed when the iterator asks for it (a
+       * `break` out of `for await`, or `signal`, frees the rest). Encoders: `{index, output}`
+       * per input in input order. text-generation: `{index, output: {text, token_ids,
+       * finish_reason}}` whenever new text is complete; the iterator's return value is the
+       * whole response.
        */
       fn.stream = (inputs, runOptions = {}) => (async function* streamed() {
         let stream = null;
@@ -254,15 +283,21 @@ export function createApi(platform) {
           if (task === 'image-classification') {
             throw new AmphiError('invalid_input', 'streaming is for text tasks (one result per input)');
           }
+          const { signal, params } = callOptions(runOptions);
+          if (signal?.aborted) throw aborted(signal);
           if (state.engine.crashed) state = await load(task, model, { ...options, progress: undefined });
           const { engine, handle } = state;
-          const request = { inputs, parameters: parameters(runOptions), stream: true };
+          const request = { inputs, parameters: params, stream: true };
           stream = await serialised(engine, () => handle.openStream(task, request));
+          const t0 = now();
+          let tokens = 0;
           for (;;) {
-            const t0 = now();
+            if (signal?.aborted) throw aborted(signal);
             const chunk = await serialised(engine, () => stream.next());
-            if (chunk === null) return;
-            fn.lastRun = { ms: now() - t0, tokens: stream.lastTokens(), device: state.info.device };
+            tokens += stream.lastTokens();
+            fn.lastRun = { ms: now() - t0, tokens, device: state.info.device };
+            // The end: `null`, or text-generation's whole response.
+            if (chunk === null || Array.isArray(chunk)) return chunk ?? undefined;
             yield chunk;
           }
         } catch (e) {

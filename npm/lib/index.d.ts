@@ -6,7 +6,8 @@ export type Device = 'auto' | 'cpu' | 'gpu' | 'webgpu';
 export type DType = 'fp32' | 'fp16';
 
 export type Task =
-  | 'feature-extraction' | 'text-classification' | 'token-classification' | 'image-classification';
+  | 'feature-extraction' | 'text-classification' | 'token-classification' | 'image-classification'
+  | 'text-generation';
 
 /** Stable error codes: match on these, not on messages. */
 export type ErrorCode =
@@ -17,7 +18,7 @@ export type ErrorCode =
   | 'device_unavailable' | 'backend_error' | 'internal_error'
   // from the package
   | 'model_not_found' | 'download_failed' | 'disposed' | 'engine_crashed' | 'abi_mismatch'
-  | 'worker_failed';
+  | 'worker_failed' | 'aborted';
 
 /** Every error amphi throws. */
 export declare class AmphiError extends Error {
@@ -103,6 +104,8 @@ export interface ModelInfo {
   embedding_defaults?: { pooling: Pooling | null; normalize: boolean };
   /** Image models: the pixel limit per image. */
   max_image_pixels?: number;
+  /** Text generators: whether the model folder has a chat template (calls may pass messages). */
+  chat_template?: boolean;
 }
 
 /** Timing of the last call. */
@@ -244,11 +247,88 @@ export interface ImageClassificationPipeline extends PipelineBase<'image-classif
   (inputs: ImageInput[], options?: ImageClassificationOptions): Promise<ClassificationLabel[][]>;
 }
 
+/** A chat message, rendered with the model's own chat template. */
+export interface Message {
+  role: 'system' | 'user' | 'assistant' | (string & {});
+  content: string;
+}
+
+/**
+ * text-generation options, named as in Hugging Face `generate`; what is absent comes from the
+ * model's `generation_config.json`.
+ */
+export interface TextGenerationOptions {
+  /** Tokens to generate at most (default: the model's, else 256; never past its context). */
+  max_new_tokens?: number;
+  /** Sample, or take the most likely token. Default: `true` when `temperature > 0` is given. */
+  do_sample?: boolean;
+  /** 0 means greedy. */
+  temperature?: number;
+  top_k?: number;
+  top_p?: number;
+  min_p?: number;
+  /** Hugging Face's (1: none). */
+  repetition_penalty?: number;
+  /** OpenAI's, over generated tokens, in [-2, 2]. */
+  presence_penalty?: number;
+  frequency_penalty?: number;
+  /** The same seed gives the same tokens on every host (default 0). */
+  seed?: number;
+  /** Text that ends generation (not included in the output). */
+  stop?: string | string[];
+  /** Token ids that end generation, besides the model's end-of-sequence ids. */
+  stop_token_ids?: number[];
+  /** The prompt (or conversation) followed by the new text (default `true`), or only the new text. */
+  return_full_text?: boolean;
+  /** Conversations: end the prompt with the assistant's turn (default `true`). */
+  add_generation_prompt?: boolean;
+  /** Text prompts: add the tokenizer's special tokens, such as BOS (default `true`). */
+  add_special_tokens?: boolean;
+  /** Stops the call between two tokens; it then throws `aborted`. */
+  signal?: AbortSignal;
+}
+
+export type FinishReason = 'stop' | 'length';
+
+/** One prompt's result. */
+export interface GeneratedSequence<T = string> {
+  /** The text, or the conversation with the assistant's reply appended. */
+  generated_text: T;
+  finish_reason: FinishReason;
+  /** Tokens generated (an end-of-sequence token included). */
+  generated_tokens: number;
+}
+
+/** A piece of generated text: whole characters only, with the tokens that made it. */
+export interface TextGenerationChunk {
+  /** The prompt's position in the call. */
+  index: number;
+  output: { text: string; token_ids: number[]; finish_reason: FinishReason | null };
+}
+
+export interface TextGenerationPipeline extends PipelineBase<'text-generation'> {
+  /** A text prompt: `[{ generated_text }]`. */
+  (inputs: string, options?: TextGenerationOptions): Promise<GeneratedSequence<string>[]>;
+  /** A conversation: `[{ generated_text: messages + the reply }]` (or the reply alone). */
+  (inputs: Message[], options?: TextGenerationOptions): Promise<GeneratedSequence<Message[] | string>[]>;
+  /** Several prompts: a list per prompt. */
+  (inputs: string[] | Message[][], options?: TextGenerationOptions): Promise<GeneratedSequence<string | Message[]>[][]>;
+  /**
+   * The new text as it is generated (`for await … of`); a `break` or the `signal` stops it and
+   * frees the request. The generator's return value is the whole response.
+   */
+  stream(
+    inputs: string | Message[] | string[] | Message[][],
+    options?: TextGenerationOptions,
+  ): AsyncGenerator<TextGenerationChunk, GeneratedSequence<string | Message[]>[] | GeneratedSequence<string | Message[]>[][], undefined>;
+}
+
 export interface PipelineByTask {
   'feature-extraction': FeatureExtractionPipeline;
   'text-classification': TextClassificationPipeline;
   'token-classification': TokenClassificationPipeline;
   'image-classification': ImageClassificationPipeline;
+  'text-generation': TextGenerationPipeline;
 }
 
 /**

@@ -43,9 +43,25 @@ export async function workerPipeline(task, model, options) {
     throw e;
   }
   let disposed = false;
+  /** An AbortSignal cannot cross to the worker: it stays here and is checked between steps. */
+  const split = (runOptions) => {
+    const { signal, ...rest } = runOptions ?? {};
+    return { signal, rest };
+  };
+  const aborted = (signal) => new AmphiError('aborted', 'the call was aborted', { cause: signal?.reason });
   const fn = async (inputs, runOptions) => {
     if (disposed) throw new AmphiError('disposed', 'this pipeline was disposed');
-    const { output, lastRun } = await call({ op: 'run', inputs, options: runOptions });
+    if (task === 'text-generation') {
+      // Token by token, so that `signal` stops it between two.
+      const it = fn.stream(inputs, runOptions);
+      for (;;) {
+        const step = await it.next();
+        if (step.done) return step.value;
+      }
+    }
+    const { signal, rest } = split(runOptions);
+    if (signal?.aborted) throw aborted(signal);
+    const { output, lastRun } = await call({ op: 'run', inputs, options: rest });
     fn.lastRun = lastRun;
     return output;
   };
@@ -53,21 +69,25 @@ export async function workerPipeline(task, model, options) {
   /** The worker's `pipe.stream`: each chunk crosses over as soon as the worker has it. */
   fn.stream = (inputs, runOptions) => (async function* streamed() {
     if (disposed) throw new AmphiError('disposed', 'this pipeline was disposed');
+    const { signal, rest } = split(runOptions);
+    if (signal?.aborted) throw aborted(signal);
     const stream = ++streams;
-    await call({ op: 'stream-open', stream, inputs, options: runOptions });
+    await call({ op: 'stream-open', stream, inputs, options: rest });
     let done = false;
     try {
       for (;;) {
+        if (signal?.aborted) throw aborted(signal);
         const step = await call({ op: 'stream-next', stream });
+        fn.lastRun = step.lastRun;
         if (step.done) {
           done = true;
-          return;
+          return step.response;
         }
-        fn.lastRun = step.lastRun;
         yield step.chunk;
       }
     } catch (e) {
-      done = true; // the worker finished the stream when it failed
+      // The worker finished the stream when it failed (not when the signal stopped it here).
+      if (e?.code !== 'aborted') done = true;
       throw e;
     } finally {
       if (!done && !disposed) await call({ op: 'stream-close', stream });

@@ -32,7 +32,10 @@ self.addEventListener('message', async ({ data }) => {
       const it = streams.get(data.stream);
       const step = it ? await it.next() : { done: true };
       if (step.done) streams.delete(data.stream);
-      result = step.done ? { done: true } : { done: false, chunk: step.value, lastRun: pipe?.lastRun };
+      // Done carries text-generation's whole response.
+      result = step.done
+        ? { done: true, response: step.value, lastRun: pipe?.lastRun }
+        : { done: false, chunk: step.value, lastRun: pipe?.lastRun };
     } else if (op === 'stream-close') {
       await streams.get(data.stream)?.return();
       streams.delete(data.stream);

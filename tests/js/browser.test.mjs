@@ -262,7 +262,7 @@ function pageRunner(page, worker, device = 'cpu') {
   return run;
 }
 
-test('goldens inside Chromium: tiny models on the main thread, all-MiniLM-L6-v2 in a Web Worker', async () => {
+test('goldens inside Chromium: tiny models on the main thread, all-MiniLM-L6-v2 and text generation in a Web Worker', async () => {
   const { page, errors } = await open('index.html');
   const main = pageRunner(page, false);
   await checks.tinyBertHiddenStates(main, golden('tiny-bert.json'));
@@ -270,10 +270,12 @@ test('goldens inside Chromium: tiny models on the main thread, all-MiniLM-L6-v2 
   await checks.tinyRobertaSeqcls(main, golden('tiny-roberta-seqcls.json'));
   await checks.tinyXlmr(main, golden('tiny-xlmr.json'));
   await checks.streaming(main, golden('tiny-xlmr.json'));
+  await checks.textGeneration(main, golden('tiny-llama.json'), 'tiny-llama');
   await checks.tinyTokcls(main, golden('tiny-bert-tokcls.json'));
   await checks.tinyVit(main, golden('tiny-vit.json'));
   const inWorker = pageRunner(page, true);
   await checks.streaming(inWorker, golden('tiny-xlmr.json'));
+  await checks.textGeneration(inWorker, golden('tiny-llama.json'), 'tiny-llama');
   await checks.minilm(inWorker, golden('minilm-hello-world.json'));
   await checks.efficientnet(inWorker, golden('efficientnet-lite0-coffee.json'));
   const where = await page.evaluate(async () => {
@@ -295,9 +297,11 @@ test('WebGPU (SwiftShader): every golden through the WGSL kernels, on the main t
   await checks.tinyRobertaSeqcls(main, golden('tiny-roberta-seqcls.json'));
   await checks.tinyXlmr(main, golden('tiny-xlmr.json'));
   await checks.streaming(main, golden('tiny-xlmr.json'));
+  await checks.textGeneration(main, golden('tiny-llama.json'), 'tiny-llama');
   await checks.tinyTokcls(main, golden('tiny-bert-tokcls.json'));
   await checks.tinyVit(main, golden('tiny-vit.json'));
   await checks.streaming(pageRunner(page, true, 'webgpu'), golden('tiny-xlmr.json'));
+  await checks.textGeneration(pageRunner(page, true, 'webgpu'), golden('tiny-llama.json'), 'tiny-llama');
   await checks.minilm(pageRunner(page, true, 'webgpu'), golden('minilm-hello-world.json'));
   await checks.efficientnet(pageRunner(page, true, 'webgpu'), golden('efficientnet-lite0-coffee.json'));
   const info = await page.evaluate(async () => (await globalThis.pipes['feature-extraction/all-MiniLM-L6-v2/webgpu/true']).info);

@@ -73,6 +73,48 @@ test('goldens: tiny models and all-MiniLM-L6-v2 within the fixtures tolerances',
   await run.dispose();
 });
 
+test('text-generation: greedy goldens whole and streamed, chat, AbortSignal, a break frees the request', async () => {
+  const run = nodeRunner();
+  await checks.textGeneration(run, golden('tiny-llama.json'), 'tiny-llama');
+  await checks.textGeneration(run, golden('tiny-gemma3.json'), 'tiny-gemma3');
+  await run.dispose();
+
+  const qwen = await pipeline('text-generation', modelDir('tiny-qwen2'), { device: 'cpu' });
+  assert.equal(qwen.info.chat_template, true);
+  const messages = golden('tiny-qwen2.json').chat_template_case.messages;
+  const [chat] = await qwen(messages, { max_new_tokens: 4 });
+  assert.deepEqual(chat.generated_text.slice(0, -1), messages);
+  assert.equal(chat.generated_text.at(-1).role, 'assistant');
+  assert.ok(qwen.lastRun.tokens > 4, `${qwen.lastRun.tokens} tokens`);
+
+  // An aborted signal stops the call between two tokens; the pipeline keeps serving.
+  const controller = new AbortController();
+  const long = { max_new_tokens: 200, do_sample: true, seed: 3, stop_token_ids: [] };
+  let seen = 0;
+  await assert.rejects(async () => {
+    for await (const _ of qwen.stream('Once upon a time', { ...long, signal: controller.signal })) {
+      if (++seen === 3) controller.abort();
+    }
+  }, (e) => e.code === 'aborted');
+  assert.equal(seen, 3);
+  await assert.rejects(qwen('x', { signal: AbortSignal.abort() }), (e) => e.code === 'aborted');
+  const timed = AbortSignal.timeout(1);
+  await new Promise((r) => setTimeout(r, 5));
+  await assert.rejects(qwen('x', { ...long, signal: timed }), (e) => e.code === 'aborted');
+  // A break frees the session: memory is reused.
+  const firstOnly = async () => {
+    for await (const _ of qwen.stream('hello', long)) break;
+  };
+  for (let i = 0; i < 3; i++) await firstOnly();
+  const warm = await engineMemoryBytes();
+  for (let i = 0; i < 20; i++) await firstOnly();
+  assert.equal(await engineMemoryBytes(), warm, 'engine memory grew');
+  const [again] = await qwen('hello', { max_new_tokens: 2 });
+  assert.equal(again.finish_reason, 'length');
+  await assert.rejects(qwen('x', { temperature: -1 }), (e) => e.code === 'invalid_input');
+  await qwen.dispose();
+});
+
 test('stream: a break after the first chunk frees the request (memory is reused)', async () => {
   const p = await pipeline('feature-extraction', modelDir('tiny-xlmr'), { device: 'cpu' });
   const texts = Array.from({ length: 32 }, (_, i) => `sentence number ${i} of many`);

@@ -39,6 +39,22 @@ export async function usage(): Promise<void> {
   // @ts-expect-error: not an image-classification option
   await vision('a.png', { pooling: 'mean' });
 
+  const generator = await pipeline('text-generation', 'HuggingFaceTB/SmolLM2-135M-Instruct');
+  const controller = new AbortController();
+  const [first] = await generator('Once upon a time', { max_new_tokens: 20, temperature: 0.7, seed: 1, signal: controller.signal });
+  const text: string | undefined = first?.generated_text;
+  const reply = await generator([{ role: 'user', content: 'Hi' }], { stop: ['\n'] });
+  console.log(text, reply[0]?.finish_reason, generator.info.chat_template);
+  for await (const chunk of generator.stream('Hello', { max_new_tokens: 5 })) {
+    const piece: string = chunk.output.text;
+    const ids: number[] = chunk.output.token_ids;
+    console.log(piece, ids, chunk.output.finish_reason);
+  }
+  // @ts-expect-error: not a generation option
+  await generator('x', { pooling: 'mean' });
+  // @ts-expect-error: prompts are strings or messages
+  await generator(42);
+
   try {
     await ner('x');
   } catch (e) {

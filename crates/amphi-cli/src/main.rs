@@ -4,6 +4,8 @@
 //! amphi run feature-extraction --model ./all-MiniLM-L6-v2 "hello world"
 //! echo '["good", "bad"]' | amphi run text-classification --model ./sst2 --top-k 2
 //! amphi run image-classification --model ./vit photo.jpg
+//! amphi run text-generation --model ./SmolLM2-135M-Instruct "Once upon a time" --max-new-tokens 40
+//! echo '[{"role": "user", "content": "Hi!"}]' | amphi run text-generation --model ./qwen --chat --stream
 //! ```
 //!
 //! The result is printed as JSON on stdout. Errors are one line on stderr,
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod bench;
+mod generate;
 mod stream;
 mod wasm;
 
@@ -66,6 +69,7 @@ enum TaskArg {
     TextClassification,
     TokenClassification,
     ImageClassification,
+    TextGeneration,
 }
 
 impl From<TaskArg> for Task {
@@ -75,6 +79,7 @@ impl From<TaskArg> for Task {
             TaskArg::TextClassification => Task::TextClassification,
             TaskArg::TokenClassification => Task::TokenClassification,
             TaskArg::ImageClassification => Task::ImageClassification,
+            TaskArg::TextGeneration => Task::TextGeneration,
         }
     }
 }
@@ -156,9 +161,45 @@ struct RunArgs {
     #[arg(long)]
     allow_unverified_downloads: bool,
     /// Text tasks: print each input's result as soon as it is computed, one JSON line per
-    /// input in input order (`{"index": i, "output": ...}`).
+    /// input in input order (`{"index": i, "output": ...}`). text-generation: print the new
+    /// text as it is generated.
     #[arg(long)]
     stream: bool,
+    /// text-generation: read a JSON array of `{"role", "content"}` messages from stdin and
+    /// render it with the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    #[command(flatten)]
+    generation: GenerationArgs,
+}
+
+/// text-generation options (absent ones come from the model's `generation_config.json`).
+#[derive(Args)]
+struct GenerationArgs {
+    /// text-generation: tokens to generate at most.
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// text-generation: sample (true) or take the most likely token (false).
+    #[arg(long)]
+    do_sample: Option<bool>,
+    /// text-generation: the sampling temperature (0: greedy).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// text-generation: nucleus sampling's probability mass.
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// text-generation: drop tokens less likely than this times the most likely.
+    #[arg(long)]
+    min_p: Option<f32>,
+    /// text-generation: Hugging Face's repetition penalty.
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    /// text-generation: the sampler's seed (the same tokens on every host).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// text-generation: a stop string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
 }
 
 pub(crate) fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -399,6 +440,9 @@ fn run(mut args: RunArgs) -> Result<(), Failure> {
     args.model = model_folder_with(&args.model, args.allow_unverified_downloads)?
         .to_string_lossy()
         .into_owned();
+    if matches!(args.task, TaskArg::TextGeneration) {
+        return generate::run(&args);
+    }
     let image_task = matches!(args.task, TaskArg::ImageClassification);
     let (inputs, attachments) = if image_task {
         let (refs, blobs) = read_images(&args)?;
@@ -467,17 +511,7 @@ fn run(mut args: RunArgs) -> Result<(), Failure> {
         }
     };
     let elapsed = started.elapsed();
-
-    if args.pretty {
-        let value: serde_json::Value = serde_json::from_slice(&json).map_err(|e| Failure {
-            code: "internal_error".into(),
-            client: false,
-            message: e.to_string(),
-        })?;
-        println!("{value:#}");
-    } else {
-        println!("{}", String::from_utf8_lossy(&json));
-    }
+    print_json(&args, &json)?;
     if args.verbose {
         eprintln!(
             "device={device} runtime={} total_ms={:.1}",
@@ -487,6 +521,21 @@ fn run(mut args: RunArgs) -> Result<(), Failure> {
             },
             elapsed.as_secs_f64() * 1e3
         );
+    }
+    Ok(())
+}
+
+/// Prints a response's JSON (pretty with `--pretty`).
+pub(crate) fn print_json(args: &RunArgs, json: &[u8]) -> Result<(), Failure> {
+    if args.pretty {
+        let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| Failure {
+            code: "internal_error".into(),
+            client: false,
+            message: e.to_string(),
+        })?;
+        println!("{value:#}");
+    } else {
+        println!("{}", String::from_utf8_lossy(json));
     }
     Ok(())
 }

@@ -698,3 +698,87 @@ fn stream_prints_a_line_per_input_native_and_wasm() -> Result<()> {
     }
     Ok(())
 }
+
+/// `amphi run text-generation`: the golden's greedy text as Hugging Face's pipeline JSON, the
+/// same text streamed to stdout (natively and through amphi.wasm), and a conversation from
+/// stdin with `--chat`.
+#[test]
+fn text_generation_prints_json_or_streams_text_native_and_wasm() -> Result<()> {
+    let g = golden("tiny-llama.json")?;
+    let p = &g["prompts"][0];
+    let dir = fixture_model("tiny-llama");
+    let dir = dir.to_str().context("path")?;
+    let prompt = p["prompt"].as_str().context("prompt")?;
+    let greedy = p["greedy_text"].as_str().context("greedy_text")?;
+    for runtime in ["native", "wasm"] {
+        let base = [
+            "run",
+            "text-generation",
+            "--model",
+            dir,
+            "--runtime",
+            runtime,
+        ];
+        let args = [
+            &base[..],
+            &[prompt, "--max-new-tokens", "20", "--do-sample", "false"],
+        ]
+        .concat();
+        let out = json(&amphi(&args, None)?)?;
+        ensure!(
+            out[0]["generated_text"] == p["full_text"],
+            "{runtime}: {out}"
+        );
+        let args = [&base[..], &[prompt, "--max-new-tokens", "20", "--stream"]].concat();
+        let out = amphi(&args, None)?;
+        ensure!(
+            out.status.success(),
+            "{runtime}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(
+            String::from_utf8(out.stdout)? == format!("{greedy}\n"),
+            "{runtime}: streamed text"
+        );
+    }
+    let qwen = fixture_model("tiny-qwen2");
+    let case = &golden("tiny-qwen2.json")?["chat_template_case"];
+    let args = [
+        "run",
+        "text-generation",
+        "--model",
+        qwen.to_str().context("path")?,
+        "--chat",
+        "--max-new-tokens",
+        "4",
+    ];
+    let out = json(&amphi(&args, Some(&case["messages"].to_string()))?)?;
+    let conversation = out[0]["generated_text"]
+        .as_array()
+        .context("a conversation")?;
+    ensure!(
+        conversation
+            .last()
+            .is_some_and(|m| m["role"] == "assistant"),
+        "{out}"
+    );
+    let bad = amphi(
+        &[
+            "run",
+            "text-generation",
+            "--model",
+            dir,
+            "x",
+            "--top-p",
+            "0",
+        ],
+        None,
+    )?;
+    ensure!(bad.status.code() == Some(2), "a bad option exits 2");
+    ensure!(
+        String::from_utf8_lossy(&bad.stderr).starts_with("error[invalid_input]"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    Ok(())
+}

@@ -69,6 +69,10 @@ fn start() -> Result<Server> {
         "tiny-roberta-seqcls",
         "tiny-xlmr",
         "tiny-bert-tokcls",
+        "tiny-llama",
+        "tiny-qwen2",
+        "tiny-qwen3",
+        "tiny-gemma3",
     ] {
         cmd.arg("--model")
             .arg(format!("{name}={}", fixture_model(name).display()));
@@ -439,9 +443,18 @@ fn models_health_metrics_artifact(server: &Server) -> Result<()> {
             "tiny-bert-seqcls",
             "tiny-roberta-seqcls",
             "tiny-xlmr",
-            "tiny-bert-tokcls"
+            "tiny-bert-tokcls",
+            "tiny-llama",
+            "tiny-qwen2",
+            "tiny-qwen3",
+            "tiny-gemma3"
         ],
         "{ids:?}"
+    );
+    let qwen = &models["data"][7];
+    ensure!(
+        qwen["tasks"] == json!(["text-generation"]) && qwen["chat_template"] == true,
+        "{qwen}"
     );
     ensure!(models["data"][2]["tasks"] == json!(["feature-extraction", "text-classification"]));
     ensure!(models["data"][3]["tasks"] == json!(["feature-extraction", "text-classification"]));
@@ -720,6 +733,149 @@ fn concurrent_requests_are_not_mixed_up(server: &Server) -> Result<()> {
     Ok(())
 }
 
+/// The events of a Server-Sent Events body: each `data:` JSON, up to `[DONE]`.
+fn sse_events(body: &[u8]) -> Result<Vec<Value>> {
+    let text = std::str::from_utf8(body)?;
+    let mut out = Vec::new();
+    let mut done = false;
+    for event in text.split("\n\n").filter(|e| !e.is_empty()) {
+        ensure!(!done, "an event after [DONE]: {event}");
+        let data = event.strip_prefix("data: ").context(event.to_owned())?;
+        if data == "[DONE]" {
+            done = true;
+        } else {
+            out.push(serde_json::from_str(data)?);
+        }
+    }
+    ensure!(done, "no [DONE]");
+    Ok(out)
+}
+
+/// `/v1/chat/completions` and `/v1/completions`: the same text as the pipeline, OpenAI's
+/// shapes (choices, usage, chunk objects with a first `role` delta and a last
+/// `finish_reason`), and refusals.
+fn openai_completions(server: &Server) -> Result<()> {
+    let g = golden("tiny-qwen2.json")?;
+    let case = &g["chat_template_case"];
+    let pipeline = server
+        .post(
+            "/v1/pipelines/text-generation?model=tiny-qwen2",
+            serde_json::to_vec(&json!({"inputs": case["messages"],
+                "parameters": {"max_new_tokens": 6, "return_full_text": false}}))?,
+        )?
+        .json()?;
+    let want = pipeline[0]["generated_text"].as_str().context("text")?;
+    let request = json!({"model": "tiny-qwen2", "messages": case["messages"], "max_tokens": 6});
+    let reply = server.post("/v1/chat/completions", serde_json::to_vec(&request)?)?;
+    ensure!(
+        reply.status == 200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let chat = reply.json()?;
+    ensure!(chat["object"] == "chat.completion", "{chat}");
+    ensure!(
+        chat["choices"][0]["message"]["role"] == "assistant",
+        "{chat}"
+    );
+    ensure!(
+        chat["choices"][0]["message"]["content"] == want,
+        "{chat} vs {want:?}"
+    );
+    let prompt_tokens = case["input_ids"].as_array().context("ids")?.len();
+    ensure!(
+        chat["usage"]["prompt_tokens"] == json!(prompt_tokens),
+        "{chat}"
+    );
+    let completion = chat["usage"]["completion_tokens"]
+        .as_u64()
+        .context("usage")?;
+    ensure!((1..=6).contains(&completion), "{chat}");
+    ensure!(
+        chat["usage"]["total_tokens"] == json!(prompt_tokens as u64 + completion),
+        "{chat}"
+    );
+
+    let mut streamed = request.clone();
+    streamed["stream"] = true.into();
+    let reply = server.post("/v1/chat/completions", serde_json::to_vec(&streamed)?)?;
+    ensure!(
+        reply.status == 200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let events = sse_events(&reply.body)?;
+    ensure!(events.len() >= 2, "{events:?}");
+    let mut text = String::new();
+    for (i, e) in events.iter().enumerate() {
+        ensure!(
+            e["object"] == "chat.completion.chunk" && e["id"] == events[0]["id"],
+            "{e}"
+        );
+        let choice = &e["choices"][0];
+        ensure!((i == 0) == (choice["delta"]["role"] == "assistant"), "{e}");
+        ensure!(
+            (i + 1 == events.len()) != choice["finish_reason"].is_null(),
+            "{e}"
+        );
+        text.push_str(choice["delta"]["content"].as_str().context("content")?);
+    }
+    ensure!(text == want, "streamed {text:?} vs {want:?}");
+
+    let llama = golden("tiny-llama.json")?;
+    let p = &llama["prompts"][0];
+    let reply = server.post(
+        "/v1/completions",
+        serde_json::to_vec(
+            &json!({"model": "tiny-llama", "prompt": p["prompt"], "max_tokens": 20}),
+        )?,
+    )?;
+    let done = reply.json()?;
+    ensure!(done["object"] == "text_completion", "{done}");
+    ensure!(done["choices"][0]["text"] == p["greedy_text"], "{done}");
+    ensure!(done["choices"][0]["finish_reason"] == "length", "{done}");
+
+    for (path, body, code) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny-bert", "messages": case["messages"]}),
+            "invalid_input",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny-qwen2", "messages": case["messages"], "n": 2}),
+            "invalid_input",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny-qwen2", "messages": []}),
+            "invalid_input",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny-qwen2", "messages": [{"role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+            "invalid_input",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tiny-llama", "prompt": [1, 2, 3]}),
+            "invalid_input",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny-qwen2", "messages": case["messages"], "temperature": -1}),
+            "invalid_input",
+        ),
+    ] {
+        let reply = server.post(path, serde_json::to_vec(&body)?)?;
+        server
+            .expect(reply, 400, code)
+            .with_context(|| format!("{path} {body}"))?;
+    }
+    Ok(())
+}
+
 #[test]
 fn http_api() -> Result<()> {
     let server = start()?;
@@ -731,6 +887,8 @@ fn http_api() -> Result<()> {
     checks::tiny_tokcls(&server)?;
     checks::minilm(&server, &minilm_dir())?;
     embeddings(&server)?;
+    amphi_tests::generation::all(&server)?;
+    openai_completions(&server)?;
     error_codes(&server)?;
     concurrent_requests_are_not_mixed_up(&server)?;
     a_disconnected_stream_stops(&server)?;

@@ -1,5 +1,5 @@
-//! The HTTP API: OpenAI-compatible embeddings, Hugging Face-shaped pipelines, models, health
-//! and metrics. Every error is JSON `{"error": {"code", "message", "type"}}` with a fitting status.
+//! The HTTP API: Hugging Face-shaped pipelines, models, health and metrics (the OpenAI-shaped
+//! endpoints are `crate::openai`). Every error is JSON `{"error": {"code", "message", "type"}}` with a fitting status.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
@@ -98,7 +97,7 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
     }
 }
@@ -169,7 +168,7 @@ struct ErrorCode(String);
 
 /// Reads the body within the size limit and the body timeout: 413 when it is larger, 408 when
 /// it does not arrive in time, 400 when it breaks off.
-async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let limits = state.limits;
     let read = axum::body::to_bytes(body, limits.max_body_bytes);
     let Ok(read) = tokio::time::timeout(limits.body_timeout, read).await else {
@@ -241,7 +240,7 @@ fn json_values(bytes: &[u8], max: usize) -> usize {
     count
 }
 
-fn parse_json_within<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_json_within<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     max_values: usize,
 ) -> Result<T, ApiError> {
@@ -260,7 +259,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
 }
 
-fn model_index(state: &AppState, name: Option<&str>) -> Result<usize, ApiError> {
+pub(crate) fn model_index(state: &AppState, name: Option<&str>) -> Result<usize, ApiError> {
     let models = state.pool.models();
     match name {
         None | Some("") => Ok(0),
@@ -281,7 +280,7 @@ fn model_index(state: &AppState, name: Option<&str>) -> Result<usize, ApiError> 
     }
 }
 
-fn check_count(state: &AppState, n: usize) -> Result<(), ApiError> {
+pub(crate) fn check_count(state: &AppState, n: usize) -> Result<(), ApiError> {
     if n == 0 {
         return Err(ApiError::bad_request("no inputs given"));
     }
@@ -300,7 +299,7 @@ fn check_count(state: &AppState, n: usize) -> Result<(), ApiError> {
 
 /// Runs `task` on a free instance (with the request's binary attachments); returns the result
 /// JSON and the tokens processed.
-async fn run_guest(
+pub(crate) async fn run_guest(
     state: &AppState,
     admission: Admission,
     model: usize,
@@ -317,115 +316,6 @@ async fn run_guest(
         .await?;
     state.metrics.tokens(tokens);
     Ok((body, tokens))
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum EmbeddingInput {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Deserialize)]
-struct EmbeddingsRequest {
-    input: Value,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    encoding_format: Option<String>,
-    #[serde(default)]
-    dimensions: Option<usize>,
-    #[serde(default)]
-    #[allow(dead_code)] // accepted for OpenAI compatibility
-    user: Option<String>,
-}
-
-/// `POST /v1/embeddings`: OpenAI's embeddings API.
-async fn embeddings(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
-    let admission = state.pool.admit()?;
-    let bytes = read_body(&state, body).await?;
-    let req: EmbeddingsRequest = parse_json_within(&bytes, state.limits.max_json_values)?;
-    let texts = match serde_json::from_value::<EmbeddingInput>(req.input) {
-        Ok(EmbeddingInput::One(t)) => vec![t],
-        Ok(EmbeddingInput::Many(v)) => v,
-        Err(_) => {
-            return Err(ApiError::bad_request(
-                "`input` must be a string or an array of strings (token arrays are not supported)",
-            ));
-        }
-    };
-    check_count(&state, texts.len())?;
-    let base64 = match req.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "encoding_format `{other}` is not supported (float or base64)"
-            )));
-        }
-    };
-    let index = model_index(&state, req.model.as_deref())?;
-    let info = &state.pool.models()[index];
-    if let Some(d) = req.dimensions {
-        let native = info.info["hidden_size"].as_u64().unwrap_or(0) as usize;
-        if d != native {
-            return Err(ApiError::bad_request(format!(
-                "dimensions {d} is not supported by `{}` ({native})",
-                info.name
-            )));
-        }
-    }
-    // Sentence-transformers folders declare their pooling; others get mean + L2 normalisation.
-    let defaults = &info.info["embedding_defaults"];
-    let pooling = defaults["pooling"].as_str().unwrap_or("mean");
-    let normalize = if defaults["pooling"].is_null() {
-        true
-    } else {
-        defaults["normalize"].as_bool().unwrap_or(true)
-    };
-    let request =
-        json!({"inputs": texts, "parameters": {"pooling": pooling, "normalize": normalize}});
-    let model_name = info.name.clone();
-    let request = serde_json::to_vec(&request).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let (out, tokens) = run_guest(
-        &state,
-        admission,
-        index,
-        "feature-extraction",
-        request,
-        Vec::new(),
-    )
-    .await?;
-    let vectors: Vec<Vec<f32>> = serde_json::from_slice(&out).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            e.to_string(),
-        )
-    })?;
-    let data: Vec<Value> = vectors
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let embedding = if base64 {
-                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
-            } else {
-                json!(v)
-            };
-            json!({"object": "embedding", "index": i, "embedding": embedding})
-        })
-        .collect();
-    Ok((
-        [(DEVICE_HEADER, device_of(&state, index))],
-        axum::Json(json!({
-            "object": "list",
-            "data": data,
-            "model": model_name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        })),
-    )
-        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -529,6 +419,7 @@ async fn pipeline(
         "text-classification" | "sentiment-analysis" => "text-classification",
         "token-classification" | "ner" => "token-classification",
         "image-classification" => "image-classification",
+        "text-generation" => "text-generation",
         other => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -592,9 +483,10 @@ async fn pipeline(
 }
 
 /// Every computed response names the device that ran it.
-const DEVICE_HEADER: header::HeaderName = header::HeaderName::from_static("x-amphi-device");
+pub(crate) const DEVICE_HEADER: header::HeaderName =
+    header::HeaderName::from_static("x-amphi-device");
 
-fn device_of(state: &AppState, index: usize) -> &'static str {
+pub(crate) fn device_of(state: &AppState, index: usize) -> &'static str {
     let gpu = state
         .pool
         .models()
@@ -847,7 +739,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 /// The router.
 pub fn router(state: AppState) -> Router {
     let router = Router::new()
-        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/embeddings", post(crate::openai::embeddings))
+        .route(
+            "/v1/chat/completions",
+            post(crate::openai::chat_completions),
+        )
+        .route("/v1/completions", post(crate::openai::completions))
         .route("/v1/pipelines/{task}", post(pipeline))
         .route("/v1/models", get(models))
         .route("/healthz", get(healthz))

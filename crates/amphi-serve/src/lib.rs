@@ -31,6 +31,7 @@ pub mod hub;
 mod listen;
 mod metrics;
 mod module_cache;
+mod openai;
 pub mod pool;
 mod profile;
 mod runtime;

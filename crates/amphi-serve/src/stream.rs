@@ -18,6 +18,9 @@ enum Message {
     End(Result<crate::StreamEnd, ApiError>),
 }
 
+/// Reshapes a chunk's JSON into an event's data (`None` leaves the chunk out).
+pub(crate) type ChunkMap = Box<dyn FnMut(&[u8]) -> Option<Vec<u8>> + Send>;
+
 /// Starts the session and answers with its event stream (or the error that stopped it before
 /// its first chunk).
 pub(crate) async fn events(
@@ -26,6 +29,26 @@ pub(crate) async fn events(
     index: usize,
     task: &'static str,
     request: Vec<u8>,
+) -> Result<Response, ApiError> {
+    events_mapped(
+        state,
+        admission,
+        index,
+        task,
+        request,
+        Box::new(|c| Some(c.to_vec())),
+    )
+    .await
+}
+
+/// [`events`], each chunk's JSON reshaped by `map` (the OpenAI endpoints' chunk objects).
+pub(crate) async fn events_mapped(
+    state: &AppState,
+    admission: Admission,
+    index: usize,
+    task: &'static str,
+    request: Vec<u8>,
+    map: ChunkMap,
 ) -> Result<Response, ApiError> {
     // Unbounded: an instance never waits on a slow client (the socket's write-stall timeout
     // deals with those); what queues is at most the request's own output.
@@ -62,8 +85,8 @@ pub(crate) async fn events(
         }
     };
     let body = futures_util::stream::unfold(
-        (Some(first), rx, false),
-        |(next, mut rx, ended)| async move {
+        (Some(first), rx, false, map),
+        |(next, mut rx, ended, mut map)| async move {
             if ended {
                 return None;
             }
@@ -72,12 +95,15 @@ pub(crate) async fn events(
                 None => rx.recv().await?,
             };
             let (bytes, ended) = match message {
-                Message::Chunk(json) => {
-                    let mut event = b"data: ".to_vec();
-                    event.extend_from_slice(&json);
-                    event.extend_from_slice(b"\n\n");
-                    (event, false)
-                }
+                Message::Chunk(json) => match map(&json) {
+                    Some(data) => {
+                        let mut event = b"data: ".to_vec();
+                        event.extend_from_slice(&data);
+                        event.extend_from_slice(b"\n\n");
+                        (event, false)
+                    }
+                    None => (Vec::new(), false),
+                },
                 Message::End(Ok(_)) => (b"data: [DONE]\n\n".to_vec(), true),
                 Message::End(Err(e)) => (
                     format!("event: error\ndata: {}\n\n", e.body()).into_bytes(),
@@ -86,7 +112,7 @@ pub(crate) async fn events(
             };
             Some((
                 Ok::<_, std::convert::Infallible>(Bytes::from(bytes)),
-                (None, rx, ended),
+                (None, rx, ended, map),
             ))
         },
     );

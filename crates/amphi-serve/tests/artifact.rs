@@ -182,6 +182,18 @@ fn goldens_through_the_artifact() -> Result<()> {
     Ok(())
 }
 
+/// text-generation through the artifact: the decoders' greedy goldens, streamed and whole,
+/// chat templates, stop strings, seeded sampling.
+#[test]
+fn text_generation_through_the_artifact() -> Result<()> {
+    amphi_tests::generation::all(&wasm()?)
+}
+
+#[test]
+fn text_generation_through_the_artifact_on_the_gpu() -> Result<()> {
+    amphi_tests::generation::all(&wasm_gpu()?)
+}
+
 /// Extreme aspect ratios inside the default pixel limit (they used to trap the guest with
 /// `capacity overflow` or run it out of memory): classified or `input_too_large`, and the same
 /// instance keeps serving.

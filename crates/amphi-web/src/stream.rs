@@ -1,6 +1,7 @@
 //! A session of `amphi.wasm` seen from JS (`Model.openStream`): `next()` runs the next step —
 //! awaiting a WebGPU readback when the step waits for one — and resolves to the chunk
-//! (`{index, output}`) or `null` once done. `free()` (or dropping it) frees the session.
+//! (`{index, output}`), then to the whole response (text-generation) or `null` once done.
+//! `free()` (or dropping it) frees the session.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -9,8 +10,6 @@ use wasm_bindgen::prelude::*;
 
 use super::{Guest, error};
 
-/// Status of a step: a chunk is in the result buffer.
-const STATUS_CHUNK: i32 = 2;
 /// Status of a step: waiting for a readback.
 const STATUS_PENDING: i32 = 1;
 
@@ -54,10 +53,9 @@ impl Stream {
                 guest.finish_readback().await?;
                 status = guest.call(|x| x.amphi_session_resume(session))?;
             }
-            match guest.check(status)? {
-                STATUS_CHUNK => guest.result_json(),
-                _ => Ok(JsValue::NULL),
-            }
+            // A chunk, or at the end the whole response (`null` after an encoder's chunks).
+            guest.check(status)?;
+            guest.result_json()
         })
     }
 

@@ -222,3 +222,26 @@ export async function collect(pipe, inputs, parameters) {
     return { chunks, error: e.code ?? String(e) };
   }
 }
+
+/**
+ * text-generation on a decoder fixture (the JS twin of tests/support/generation.rs): every
+ * golden prompt's 20 greedy tokens give its `full_text` and `greedy_text` exactly, and the
+ * streamed chunks concatenate to the same text with the same token ids. `golden` is
+ * `tiny-llama.json` (or another decoder's), `model` its fixture name.
+ */
+export async function textGeneration(run, golden, model) {
+  for (const p of golden.prompts) {
+    const n = p.greedy_new_ids.length;
+    const whole = await run('text-generation', model, p.prompt, { max_new_tokens: n, do_sample: false });
+    assert.equal(whole[0].generated_text, p.full_text, `${model} ${p.prompt}: full text`);
+    assert.equal(whole[0].finish_reason, p.stopped_at_eos ? 'stop' : 'length');
+    const params = { max_new_tokens: n, return_full_text: false };
+    const { chunks, error } = await run.stream('text-generation', model, p.prompt, params);
+    assert.equal(error, undefined, `stream ended with ${error}`);
+    assert.ok(chunks.length > 1, `${chunks.length} chunks`);
+    assert.equal(chunks.map((c) => c.output.text).join(''), p.greedy_text, `${model} ${p.prompt}: streamed text`);
+    assert.deepEqual(chunks.flatMap((c) => c.output.token_ids), p.greedy_new_ids, 'streamed token ids');
+    assert.equal(chunks.at(-1).output.finish_reason, p.stopped_at_eos ? 'stop' : 'length');
+    assert.ok(chunks.slice(0, -1).every((c) => c.output.finish_reason === null), 'only the last chunk finishes');
+  }
+}

@@ -53,7 +53,8 @@ pub enum SessionStep {
     /// Waiting for the host's GPU readback with this id: hand its bytes to
     /// [`Session::resume`].
     Pending(u32),
-    /// Finished: the whole response of a one-step session, `None` after the last chunk.
+    /// Finished: the whole response of a one-step session or of a text generation (streamed
+    /// or not), `None` after the last chunk of a streamed encoder request.
     Done(Option<super::Response>),
 }
 

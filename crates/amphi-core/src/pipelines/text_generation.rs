@@ -166,6 +166,8 @@ struct Current {
     text: String,
     /// Tokens since the last chunk.
     unsent: Vec<u32>,
+    /// Tokens to count in the next chunk (the prompt's in the first).
+    uncounted: usize,
     waiting: bool,
 }
 
@@ -331,7 +333,8 @@ impl Generation {
             }
             if self.current.is_none() {
                 let Some(prompt) = self.prompts.get(self.next) else {
-                    return Ok(Progress::Done((!self.stream).then(|| self.response())));
+                    // Streamed too: the whole response follows the last chunk.
+                    return Ok(Progress::Done(Some(self.response())));
                 };
                 let room = model
                     .context()
@@ -361,6 +364,7 @@ impl Generation {
                     limit,
                     text: String::new(),
                     unsent: Vec::new(),
+                    uncounted: prompt.ids.len(),
                     waiting: false,
                 });
                 self.next += 1;
@@ -417,6 +421,7 @@ impl Generation {
         c.sampler.push(token);
         c.generated += 1;
         c.unsent.push(token);
+        c.uncounted += 1;
         let mut finished = None;
         let mut new_text = String::new();
         if self.settings.stop_ids.contains(&token) {
@@ -459,7 +464,7 @@ impl Generation {
                 token_ids: std::mem::take(&mut c.unsent),
                 finish_reason: finished,
             }]),
-            tokens: 1,
+            tokens: std::mem::take(&mut c.uncounted),
         });
         if let Some(reason) = finished {
             self.tokens += c.generated;
