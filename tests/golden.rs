@@ -50,6 +50,11 @@ fn text_generation() -> Result<()> {
 }
 
 #[test]
+fn smollm2_from_gguf() -> Result<()> {
+    amphi_tests::generation::smollm2(&cpu(), &amphi_tests::smollm2_dir())
+}
+
+#[test]
 fn minilm_embeddings() -> Result<()> {
     checks::minilm(&cpu(), &minilm_dir())
 }

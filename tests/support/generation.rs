@@ -205,3 +205,46 @@ pub fn all(host: &dyn Host) -> Result<()> {
     }
     Ok(())
 }
+
+/// SmolLM2-135M-Instruct from its GGUF file (Q4_1, dequantized at load) against Transformers
+/// 5.24's own dequantized run of the same file (`../shared/fixtures/REGISTRY.md`, sanity run 1:
+/// `from_pretrained(dir, gguf_file=…)`, greedy, CPU). Exact tokens: a plain prompt for 10 new
+/// tokens, whole and streamed, and the chat template with its default system prompt, which
+/// stops at end-of-sequence.
+pub fn smollm2(host: &dyn Host, dir: &std::path::Path) -> Result<()> {
+    let what = format!("{}: SmolLM2-135M-Instruct", host.name());
+    let request = json!({"inputs": "The capital of France is", "parameters":
+        {"max_new_tokens": 10, "do_sample": false, "return_full_text": false}});
+    let out = host.run(Task::TextGeneration, dir, &request)?;
+    ensure!(
+        out[0]["generated_text"] == " Paris.\n\nThe answer is: 2"
+            && out[0]["finish_reason"] == "length"
+            && out[0]["generated_tokens"] == 10,
+        "{what}: {out}"
+    );
+    let Streamed { chunks, error } = host.stream(Task::TextGeneration, dir, &request)?;
+    ensure!(error.is_none(), "{what}: the stream ended with {error:?}");
+    let mut streamed = Vec::new();
+    for c in chunks.iter().filter(|c| c.get("output").is_some()) {
+        streamed.extend(ids(&c["output"]["token_ids"])?);
+    }
+    ensure!(
+        streamed == [7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34],
+        "{what}: streamed ids {streamed:?}"
+    );
+
+    let chat = json!({"inputs": [{"role": "user", "content": "What is the capital of France?"}],
+        "parameters": {"max_new_tokens": 20, "do_sample": false}});
+    let out = host.run(Task::TextGeneration, dir, &chat)?;
+    let conversation = out[0]["generated_text"]
+        .as_array()
+        .context("a conversation")?;
+    let reply = conversation.last().context("a reply")?;
+    ensure!(
+        reply["role"] == "assistant"
+            && reply["content"] == "The capital of France is Paris."
+            && out[0]["finish_reason"] == "stop",
+        "{what}: chat {out}"
+    );
+    Ok(())
+}

@@ -71,6 +71,21 @@ pub fn efficientnet_dir() -> PathBuf {
     dir
 }
 
+/// The SmolLM2-135M-Instruct folder, one GGUF file (`$AMPHI_SMOLLM2_DIR`, else in the cache).
+/// Panics with the setup command when it is missing.
+pub fn smollm2_dir() -> PathBuf {
+    let dir = std::env::var_os("AMPHI_SMOLLM2_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("models/SmolLM2-135M-Instruct"));
+    assert!(
+        dir.join("SmolLM2-135M-Instruct.Q4_1.gguf").is_file(),
+        "SmolLM2-135M-Instruct not found at {}: run `cargo xtask fetch-smollm2` first \
+         (or set AMPHI_SMOLLM2_DIR)",
+        dir.display()
+    );
+    dir
+}
+
 /// `target/amphi.wasm` (or `$AMPHI_WASM`). Panics with the build command when it is missing.
 pub fn artifact_path() -> PathBuf {
     let path = std::env::var_os("AMPHI_WASM")

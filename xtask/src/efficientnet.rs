@@ -30,7 +30,7 @@ pub(crate) fn efficientnet_dir() -> PathBuf {
 }
 
 /// Fails on a sha256 mismatch, removing the file so that the next run downloads it again.
-fn check_sha256(file: &Path, expected: &str) -> Result<()> {
+pub(crate) fn check_sha256(file: &Path, expected: &str) -> Result<()> {
     let sum = output(Command::new("sha256sum").arg(file))?;
     let sum = sum.split_whitespace().next().unwrap_or("");
     if sum != expected {

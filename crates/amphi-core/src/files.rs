@@ -42,6 +42,7 @@ impl ModelFiles {
         "1_Pooling/config.json",
         "generation_config.json",
         "chat_template.jinja",
+        "model.gguf",
     ];
 
     /// An empty set of files.
@@ -105,6 +106,10 @@ impl ModelFiles {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_dir(dir: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
         let dir = dir.as_ref();
+        // A GGUF file on its own: everything else comes from its metadata.
+        if dir.is_file() && dir.extension().is_some_and(|e| e == "gguf") {
+            return Ok(Self::new().with("model.gguf", std::fs::read(dir)?));
+        }
         if !dir.is_dir() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
@@ -119,6 +124,16 @@ impl ModelFiles {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
+            }
+        }
+        // A folder holding one GGUF file under another name (as llama.cpp's are published).
+        if files.get("model.safetensors").is_none() && files.get("model.gguf").is_none() {
+            let ggufs: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "gguf"))
+                .collect();
+            if let [one] = &ggufs[..] {
+                files.insert("model.gguf", std::fs::read(one)?);
             }
         }
         Ok(files)

@@ -18,6 +18,7 @@ use crate::generate::chat::ChatTemplate;
 use crate::models::ModelConfig;
 use crate::models::llama::{Decoder, DecoderState, Resolved};
 use crate::tokenizer::{TOKENIZER_FILE, TextTokenizer};
+use crate::weights::gguf::GGUF_FILE;
 use crate::weights::{WEIGHTS_FILE, Weights};
 
 const GENERATION_CONFIG: &str = "generation_config.json";
@@ -161,10 +162,20 @@ impl GeneratorModel {
             })
             .transpose()?;
 
-        let bytes = files.take(WEIGHTS_FILE).ok_or_else(|| Error::MissingFile {
-            file: WEIGHTS_FILE.to_owned(),
-        })?;
-        let weights = Weights::parse(&bytes)?;
+        let (bytes, gguf) = match (files.take(WEIGHTS_FILE), files.take(GGUF_FILE)) {
+            (Some(b), _) => (b, false),
+            (None, Some(b)) => (b, true),
+            (None, None) => {
+                return Err(Error::MissingFile {
+                    file: WEIGHTS_FILE.to_owned(),
+                });
+            }
+        };
+        let weights = if gguf {
+            Weights::parse_gguf(&bytes)?
+        } else {
+            Weights::parse(&bytes)?
+        };
         let cpu = || -> Result<Engine<_, _>> {
             Ok(Engine::Cpu(Box::new(Decoder::load(
                 &Cpu, &weights, &resolved,

@@ -13,6 +13,7 @@ use crate::models::{CONFIG_FILE, ModelConfig};
 use crate::registry::{self, Loader};
 use crate::task::Task;
 use crate::vision::ImageModel;
+use crate::weights::gguf::GGUF_FILE;
 
 /// A loaded model: a text encoder or an image classifier.
 #[derive(Debug)]
@@ -60,7 +61,12 @@ pub struct ModelInfo {
 impl Model {
     /// Loads a model folder's files as the architecture `config.json` names (`config.json` is
     /// parsed once, here).
-    pub fn load(files: ModelFiles, options: &LoadOptions) -> Result<Self> {
+    pub fn load(mut files: ModelFiles, options: &LoadOptions) -> Result<Self> {
+        // A GGUF file brings its config, tokenizer and chat template in its metadata.
+        if let Some(bytes) = files.take(GGUF_FILE) {
+            crate::weights::gguf::Gguf::parse(&bytes)?.complete(&mut files)?;
+            files.insert(GGUF_FILE, bytes);
+        }
         let config = ModelConfig::parse(files.require(CONFIG_FILE)?)?;
         let resolved = registry::resolve(&config)?;
         let head = resolved.class.head;

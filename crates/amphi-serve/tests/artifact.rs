@@ -194,6 +194,12 @@ fn text_generation_through_the_artifact_on_the_gpu() -> Result<()> {
     amphi_tests::generation::all(&wasm_gpu()?)
 }
 
+/// A real LLM read from its GGUF file inside amphi.wasm (SIMD128): Transformers' tokens.
+#[test]
+fn smollm2_from_gguf_through_the_artifact() -> Result<()> {
+    amphi_tests::generation::smollm2(&wasm()?, &amphi_tests::smollm2_dir())
+}
+
 /// Extreme aspect ratios inside the default pixel limit (they used to trap the guest with
 /// `capacity overflow` or run it out of memory): classified or `input_too_large`, and the same
 /// instance keeps serving.

@@ -1,8 +1,11 @@
-//! Reading `model.safetensors` into backend tensors.
+//! Reading `model.safetensors` (or a GGUF file, `gguf.rs`) into backend tensors.
 //!
 //! The file's bytes are borrowed, never copied whole: each tensor is converted to f32 (from f32,
-//! f16 or bf16) straight into the buffer handed to the backend, so at most one converted copy of
-//! the weights exists beside the file's bytes, and the host can drop the bytes right after load.
+//! f16 or bf16; GGUF blocks dequantized) straight into the buffer handed to the backend, so at
+//! most one converted copy of the weights exists beside the file's bytes, and the host can drop
+//! the bytes right after load.
+
+pub(crate) mod gguf;
 
 use safetensors::{Dtype, SafeTensors};
 
@@ -11,9 +14,14 @@ use crate::error::{Error, Result};
 
 pub(crate) const WEIGHTS_FILE: &str = "model.safetensors";
 
-/// A parsed safetensors file.
+/// A parsed weights file: safetensors, or GGUF read by Hugging Face tensor names.
 pub(crate) struct Weights<'a> {
-    tensors: SafeTensors<'a>,
+    source: Source<'a>,
+}
+
+enum Source<'a> {
+    Safetensors(SafeTensors<'a>),
+    Gguf(Box<gguf::Gguf<'a>>),
 }
 
 impl<'a> Weights<'a> {
@@ -22,29 +30,52 @@ impl<'a> Weights<'a> {
             file: WEIGHTS_FILE.to_owned(),
             message: e.to_string(),
         })?;
-        Ok(Self { tensors })
+        Ok(Self {
+            source: Source::Safetensors(tensors),
+        })
+    }
+
+    /// A GGUF file's tensors.
+    pub fn parse_gguf(bytes: &'a [u8]) -> Result<Self> {
+        Ok(Self {
+            source: Source::Gguf(Box::new(gguf::Gguf::parse(bytes)?)),
+        })
+    }
+
+    fn tensors(&self) -> Option<&SafeTensors<'a>> {
+        match &self.source {
+            Source::Safetensors(t) => Some(t),
+            Source::Gguf(_) => None,
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.tensor(name).is_ok()
+        match &self.source {
+            Source::Safetensors(t) => t.tensor(name).is_ok(),
+            Source::Gguf(g) => g.contains(name),
+        }
     }
 
     /// The shape of a tensor, if present.
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.tensors.tensor(name).ok().map(|v| v.shape().to_vec())
+        self.tensors()?
+            .tensor(name)
+            .ok()
+            .map(|v| v.shape().to_vec())
     }
 
     /// Reads a tensor as f32 data, checking its shape.
     pub fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         crate::interrupt::check()?;
+        let tensors = match &self.source {
+            Source::Safetensors(t) => t,
+            Source::Gguf(g) => return g.read(name, shape),
+        };
         let full = name.to_owned();
-        let view = self
-            .tensors
-            .tensor(&full)
-            .map_err(|_| Error::MissingTensor {
-                file: WEIGHTS_FILE.to_owned(),
-                tensor: full.clone(),
-            })?;
+        let view = tensors.tensor(&full).map_err(|_| Error::MissingTensor {
+            file: WEIGHTS_FILE.to_owned(),
+            tensor: full.clone(),
+        })?;
         if view.shape() != shape {
             return Err(Error::ShapeMismatch {
                 file: WEIGHTS_FILE.to_owned(),
