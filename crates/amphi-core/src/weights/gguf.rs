@@ -166,24 +166,23 @@ impl<'a> Gguf<'a> {
             "rope_theta": self.opt_f64(&self.key("rope.freq_base"))?.unwrap_or(10_000.0),
             "tie_word_embeddings": !self.content.tensor_infos.contains_key("output.weight"),
         });
-        if let Some(rot) = self.opt_usize(&self.key("rope.dimension_count"))? {
-            if rot != head_dim && head_dim > 0 {
-                cfg["partial_rotary_factor"] = json!(rot as f64 / head_dim as f64);
-            }
+        if let Some(rot) = self.opt_usize(&self.key("rope.dimension_count"))?
+            && rot != head_dim
+            && head_dim > 0
+        {
+            cfg["partial_rotary_factor"] = json!(rot as f64 / head_dim as f64);
         }
-        if let Some(kind) = self.string(&self.key("rope.scaling.type")) {
-            if kind != "none" {
-                let mut s = json!({"rope_type": kind});
-                if let Some(f) = self.opt_f64(&self.key("rope.scaling.factor"))? {
-                    s["factor"] = json!(f);
-                }
-                if let Some(o) =
-                    self.opt_usize(&self.key("rope.scaling.original_context_length"))?
-                {
-                    s["original_max_position_embeddings"] = json!(o);
-                }
-                cfg["rope_scaling"] = s;
+        if let Some(kind) = self.string(&self.key("rope.scaling.type"))
+            && kind != "none"
+        {
+            let mut s = json!({"rope_type": kind});
+            if let Some(f) = self.opt_f64(&self.key("rope.scaling.factor"))? {
+                s["factor"] = json!(f);
             }
+            if let Some(o) = self.opt_usize(&self.key("rope.scaling.original_context_length"))? {
+                s["original_max_position_embeddings"] = json!(o);
+            }
+            cfg["rope_scaling"] = s;
         }
         Ok(cfg)
     }
@@ -284,10 +283,10 @@ impl<'a> Gguf<'a> {
             token("tokenizer.ggml.eos_token_id")?,
         );
         let mut eos_ids: Vec<u32> = eos.iter().map(|(i, _)| *i).collect();
-        if let Some((eot, _)) = token("tokenizer.ggml.eot_token_id")? {
-            if !eos_ids.contains(&eot) {
-                eos_ids.push(eot);
-            }
+        if let Some((eot, _)) = token("tokenizer.ggml.eot_token_id")?
+            && !eos_ids.contains(&eot)
+        {
+            eos_ids.push(eot);
         }
         let mut add = |name: &str, value: Json| -> Result<()> {
             if files.get(name).is_none() {
