@@ -17,8 +17,8 @@ const ms = (x) => (x < 10 ? x.toFixed(1) : Math.round(x).toString());
  *
  * Query parameters preset the controls: ?model=…&device=cpu&dtype=fp16&worker=0.
  */
-export function setupPage({ task, model, run }) {
-  renderChrome(task);
+export function setupPage({ task, page = task, model, run }) {
+  renderChrome(page);
   const params = new URLSearchParams(location.search);
   $('model').value = params.get('model') ?? model;
   if (params.has('device')) $('device').value = params.get('device');
@@ -66,11 +66,11 @@ export function setupPage({ task, model, run }) {
       const pipe = await getPipeline();
       $('status').textContent = 'Running…';
       const started = performance.now();
-      await run(pipe);
+      const note = await run(pipe);
       $('run-ms').textContent = ms(performance.now() - started);
-      $('status').textContent = task === 'image-classification'
+      $('status').textContent = note ?? (task === 'image-classification'
         ? 'Done.'
-        : `Done: ${pipe.lastRun?.tokens ?? '?'} tokens.`;
+        : `Done: ${pipe.lastRun?.tokens ?? '?'} tokens.`);
       document.body.dataset.state = 'done';
     } catch (e) {
       $('error').textContent = `${e.code ?? 'error'}: ${e.message}`;
@@ -87,11 +87,12 @@ const PAGES = [
   ['text-classification', 'Text classification'],
   ['token-classification', 'Named entities'],
   ['image-classification', 'Images'],
+  ['chat', 'Chat'],
 ];
 
 /** The header with navigation, and the model / device / worker controls with the stats row. */
-function renderChrome(task) {
-  const nav = PAGES.map(([page, title]) => `<a href="./${page}.html" class="${page === task ? 'current' : ''}">${title}</a>`).join('');
+function renderChrome(current) {
+  const nav = PAGES.map(([page, title]) => `<a href="./${page}.html" class="${page === current ? 'current' : ''}">${title}</a>`).join('');
   document.body.insertAdjacentHTML('afterbegin', `
     <header class="top"><div class="inner">
       <a class="brand" href="./index.html">amphi<span>.</span> playground</a>

@@ -4,7 +4,7 @@
 
 import init from '../dist/amphi_web.js';
 import {
-  AmphiError, MODEL_FILES, REQUIRED_FILES, createApi, download, downloadOptions, env, resolveRemote,
+  AmphiError, MODEL_FILES, checkModel, createApi, download, downloadOptions, env, remoteFiles, resolveRemote,
 } from './core.js';
 import { workerPipeline } from './worker-client.js';
 
@@ -37,8 +37,8 @@ async function fetchFiles(model, options, progress) {
   const checks = downloadOptions(options);
   if (sameOrigin) checks.allowUnverified = true;
   const files = new Map();
-  for (const file of MODEL_FILES) {
-    const url = remote.base + file;
+  for (const [file, url] of remoteFiles(model, remote)) {
+    if (file === 'model.safetensors') checkModel(files, remote.base);
     progress?.({ status: 'initiate', file });
     const hit = cache && (await cache.match(url));
     if (hit) {
@@ -48,7 +48,7 @@ async function fetchFiles(model, options, progress) {
       files.set(file, bytes);
       continue;
     }
-    const bytes = await download(url, file, progress, { ...checks, required: REQUIRED_FILES.has(file) });
+    const bytes = await download(url, file, progress, { ...checks, required: file === 'model.gguf' && url === model });
     if (bytes === null) {
       await cache?.put(url, new Response(null, { status: 404 }));
       continue;
@@ -57,6 +57,7 @@ async function fetchFiles(model, options, progress) {
     progress?.({ status: 'done', file, loaded: bytes.length, total: bytes.length, cached: false });
     files.set(file, bytes);
   }
+  checkModel(files, remote.base);
   return files;
 }
 

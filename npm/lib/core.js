@@ -11,6 +11,7 @@ export { AmphiError, DEFAULT_MAX_FILE_BYTES, download };
 /** Every file the engine may read, as named in a Hugging Face model folder. */
 export const MODEL_FILES = [
   'config.json',
+  'model.gguf',
   'model.safetensors',
   'tokenizer.json',
   'preprocessor_config.json',
@@ -23,10 +24,24 @@ export const MODEL_FILES = [
   'chat_template.jinja',
 ];
 /**
- * Without config.json there is no model; the engine names any other missing file itself (after
- * checking the architecture, so an unsupported model says so rather than "missing file").
+ * A model is a config.json or a GGUF file (`model.gguf`, which carries its own config); the
+ * engine names any other missing file itself (after checking the architecture, so an
+ * unsupported model says so rather than "missing file"). Checked once both were looked for.
  */
-export const REQUIRED_FILES = new Set(['config.json']);
+export function checkModel(files, where) {
+  if (!files.has('config.json') && !files.has('model.gguf')) {
+    throw new AmphiError('model_not_found', `${where} has neither config.json nor a GGUF file (model.gguf)`);
+  }
+}
+
+/** A model given as one GGUF file (a path or URL ending in `.gguf`) rather than a folder. */
+export const isGguf = (model) => /\.gguf$/i.test(String(model).split(/[?#]/)[0]);
+
+/** Which files to fetch from a remote model, as `[name, url]`: a folder's, or one GGUF file. */
+export function remoteFiles(model, remote) {
+  return isGguf(model) ? [['model.gguf', model]] : MODEL_FILES.map((f) => [f, remote.base + f]);
+}
+
 export const TASKS = [
   'feature-extraction',
   'text-classification',
@@ -83,6 +98,7 @@ const now = () => globalThis.performance?.now() ?? Date.now();
 
 /** A hub id (`org/name` or `name`) or a URL (`https://…/folder/`): its base URL. */
 export function resolveRemote(model, options) {
+  if (/^https?:\/\//.test(model) && isGguf(model)) return { base: model, repo: null };
   if (/^https?:\/\//.test(model)) {
     return { base: model.endsWith('/') ? model : `${model}/`, repo: null };
   }

@@ -2,7 +2,7 @@
 // follows the serverless host's layout (`{cache}/hub/{org--name}/{revision}/…`), so `amphi serve`
 // and Node share what they downloaded.
 
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 
 import { initSync } from '../dist/amphi_web.js';
 import {
-  AmphiError, MODEL_FILES, REQUIRED_FILES, createApi, download, downloadOptions, env, resolveRemote,
+  AmphiError, MODEL_FILES, checkModel, createApi, download, downloadOptions, env, isGguf, remoteFiles,
+  resolveRemote,
 } from './core.js';
 import {
   COMPLETE, cacheRoot, hubFolder, storeFolder, urlFolder,
@@ -35,27 +36,39 @@ function isLocal(model) {
   if (/^(\.{1,2}|~)?\//.test(model) || /^[A-Za-z]:\\/.test(model)) return true;
   if (/^https?:\/\//.test(model)) return false;
   try {
-    return statSync(model).isDirectory();
+    const stat = statSync(model);
+    return stat.isDirectory() || (stat.isFile() && isGguf(model));
   } catch {
     return false;
   }
 }
 
+/**
+ * Where each file of a local model is: a folder's known files, or a `*.gguf` file read as
+ * `model.gguf` (given itself, or the one `*.gguf` of a folder without model.safetensors).
+ */
+async function localFiles(dir) {
+  if (isGguf(dir) && statSync(dir, { throwIfNoEntry: false })?.isFile()) return [['model.gguf', dir]];
+  if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new AmphiError('model_not_found', `${dir} does not exist`);
+  }
+  const found = MODEL_FILES.map((f) => [f, join(dir, f)]).filter(([, path]) => existsSync(path));
+  if (!found.some(([f]) => f === 'model.gguf' || f === 'model.safetensors')) {
+    const ggufs = (await readdir(dir)).filter((n) => isGguf(n) && statSync(join(dir, n)).isFile());
+    if (ggufs.length === 1) found.push(['model.gguf', join(dir, ggufs[0])]);
+  }
+  return found;
+}
+
 async function readFolder(dir, progress) {
   const files = new Map();
-  for (const file of MODEL_FILES) {
-    const path = join(dir, file);
-    if (!existsSync(path)) {
-      if (REQUIRED_FILES.has(file)) {
-        throw new AmphiError('model_not_found', `${path} does not exist`);
-      }
-      continue;
-    }
+  for (const [file, path] of await localFiles(dir)) {
     progress?.({ status: 'initiate', file });
     const bytes = new Uint8Array(await readFile(path));
     progress?.({ status: 'done', file, loaded: bytes.length, total: bytes.length, cached: true });
     files.set(file, bytes);
   }
+  checkModel(files, dir);
   return files;
 }
 
@@ -78,13 +91,15 @@ async function fetchFiles(model, options, progress) {
   // sends to a CDN, and every hop's scheme is checked.
   const checks = { ...downloadOptions(options), manualRedirects: true };
   const files = new Map();
-  for (const file of MODEL_FILES) {
+  for (const [file, url] of remoteFiles(model, remote)) {
+    if (file === 'model.safetensors') checkModel(files, remote.base);
     progress?.({ status: 'initiate', file });
-    const bytes = await download(remote.base + file, file, progress, { ...checks, required: REQUIRED_FILES.has(file) });
+    const bytes = await download(url, file, progress, { ...checks, required: file === 'model.gguf' && url === model });
     if (bytes === null) continue;
     progress?.({ status: 'done', file, loaded: bytes.length, total: bytes.length, cached: false });
     files.set(file, bytes);
   }
+  checkModel(files, remote.base);
   if (useCache) await storeFolder(folder, files);
   return files;
 }

@@ -262,6 +262,52 @@ function pageRunner(page, worker, device = 'cpu') {
   return run;
 }
 
+test('chat page: SmolLM2-135M-Instruct from its GGUF file streams Transformers\' reply in a Worker; Stop aborts', async () => {
+  const { page, errors } = await open('chat.html?device=cpu&worker=1');
+  // Every text the reply shows while it streams: more than one means it came in pieces.
+  await page.evaluate(() => {
+    globalThis.seen = [];
+    new MutationObserver(() => {
+      const el = document.querySelector('.message.assistant.streaming');
+      if (el && globalThis.seen.at(-1) !== el.textContent) globalThis.seen.push(el.textContent);
+    }).observe(document.getElementById('conversation'), { childList: true, subtree: true, characterData: true });
+  });
+  await page.fill('#prompt', 'What is the capital of France?');
+  await page.fill('#max-new-tokens', '20');
+  await page.click('#run');
+  await page.waitForSelector('body[data-state="done"], body[data-state="error"]', { timeout: 300_000 });
+  assert.equal(await page.textContent('#error'), '', 'the page shows an error');
+  // Transformers 5.24 on the same file, greedy, default system prompt (fixtures REGISTRY.md):
+  // "The capital of France is Paris.<|im_end|>" — 8 tokens, the last one end-of-sequence.
+  const messages = await page.$$eval('.message', (els) => els.map((e) => [e.dataset.role, e.textContent]));
+  assert.deepEqual(messages, [['user', 'What is the capital of France?'], ['assistant', 'The capital of France is Paris.']]);
+  assert.equal(await page.evaluate(() => document.body.dataset.finish), 'stop');
+  assert.equal(await page.evaluate(() => document.body.dataset.tokens), '8');
+  const seen = await page.evaluate(() => globalThis.seen);
+  assert.ok(seen.length >= 3, `the reply streamed in pieces: ${JSON.stringify(seen)}`);
+  assert.equal(await page.textContent('#device-used'), 'CPU (wasm SIMD)');
+  assert.equal(await page.textContent('#thread-used'), 'Web Worker');
+  assert.ok(Number(await page.textContent('#tokens-per-second')) > 0, 'tokens per second shown');
+  assert.ok(Number(await page.textContent('#ttft-ms')) > 0, 'time to first token shown');
+  await page.screenshot({ path: join(screenshots, 'chat.png'), fullPage: true });
+
+  // A second turn, stopped after its first piece: the reply so far stays, marked aborted.
+  await page.evaluate(() => { document.body.dataset.state = 'idle'; });
+  await page.fill('#prompt', 'Tell me a long story about a dragon.');
+  await page.fill('#max-new-tokens', '400');
+  await page.click('#run');
+  await page.waitForSelector('.message.assistant.streaming:not(:empty)', { timeout: 120_000 });
+  await page.click('#stop');
+  await page.waitForSelector('body[data-state="done"], body[data-state="error"]', { timeout: 120_000 });
+  assert.equal(await page.textContent('#error'), '');
+  assert.equal(await page.evaluate(() => document.body.dataset.finish), 'aborted');
+  const tokens = Number(await page.evaluate(() => document.body.dataset.tokens));
+  assert.ok(tokens >= 1 && tokens < 400, `stopped after ${tokens} tokens`);
+  assert.equal(await page.$$eval('.message', (els) => els.length), 4, 'two turns shown');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('goldens inside Chromium: tiny models on the main thread, all-MiniLM-L6-v2 and text generation in a Web Worker', async () => {
   const { page, errors } = await open('index.html');
   const main = pageRunner(page, false);

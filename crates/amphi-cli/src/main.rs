@@ -636,11 +636,16 @@ struct ServeArgs {
     /// Truncate every input to at most this many tokens (default: the model's maximum).
     #[arg(long)]
     max_tokens: Option<usize>,
-    /// Per-request deadline inside wasm, in milliseconds (504 beyond; 0: none). The engine asks
+    /// Per-request deadline inside wasm, in milliseconds (504 beyond; 0: none; a streamed
+    /// request's per step, i.e. per generated token). The engine asks
     /// the host between ops, so a request overruns it by at most one op, and the instance keeps
     /// serving.
     #[arg(long, default_value_t = 30_000)]
     deadline_ms: u64,
+    /// A streamed request (`stream: true`: generated tokens, or one input after another) may
+    /// run this long in all, in milliseconds; each of its steps within `--deadline-ms`.
+    #[arg(long, default_value_t = 600_000)]
+    stream_deadline_ms: u64,
     /// Also stop compiled code anywhere at the deadline (wasmtime epoch interruption; the
     /// instance is then replaced). Its checks in every loop make the CPU path about half as fast.
     #[arg(long)]
@@ -740,6 +745,10 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         guest: amphi_serve::GuestLimits {
             memory_bytes: args.memory_mib << 20,
             deadline,
+            stream_deadline: match deadlines {
+                amphi_serve::Deadlines::Off => amphi_serve::GuestLimits::default().stream_deadline,
+                _ => std::time::Duration::from_millis(args.stream_deadline_ms),
+            },
             deadlines,
             ..amphi_serve::GuestLimits::default()
         },

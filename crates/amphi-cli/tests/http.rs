@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use amphi_core::Task;
 use amphi_tests::hosts::{Host, Streamed, streaming};
 use amphi_tests::{
-    GoldenTensor, artifact_path, assert_close, checks, fixture_model, golden, minilm_dir,
+    GoldenTensor, artifact_path, assert_close, checks, fixture_model, golden, minilm_dir, python,
 };
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
@@ -751,6 +751,71 @@ fn sse_events(body: &[u8]) -> Result<Vec<Value>> {
     Ok(out)
 }
 
+/// OpenAI's own Python client (`openai` from PyPI, pinned in `xtask/python-requirements.txt`)
+/// parses amphi's chat completion, streamed chat completion, completion and model list: the
+/// same reply as the pipeline, one `role` delta first, a `finish_reason` last, consistent usage.
+fn openai_python_client(server: &Server) -> Result<()> {
+    let case = &golden("tiny-qwen2.json")?["chat_template_case"];
+    let pipeline = server
+        .post(
+            "/v1/pipelines/text-generation?model=tiny-qwen2",
+            serde_json::to_vec(&json!({"inputs": case["messages"],
+                "parameters": {"max_new_tokens": 6, "return_full_text": false}}))?,
+        )?
+        .json()?;
+    let want = &pipeline[0]["generated_text"];
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args([
+            &server.base,
+            "tiny-qwen2",
+            &case["messages"].to_string(),
+            "6",
+        ])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "the openai client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(
+        got["content"] == *want && got["role"] == "assistant" && got["streamed"] == *want,
+        "{got} vs {want}"
+    );
+    ensure!(got["stream_roles"] == json!(["assistant"]), "{got}");
+    let reason = &got["finish_reason"];
+    ensure!(
+        (reason == "stop" || reason == "length") && got["stream_finish_reason"] == *reason,
+        "{got}"
+    );
+    let usage = &got["usage"];
+    let prompt = case["input_ids"].as_array().context("ids")?.len() as u64;
+    ensure!(
+        usage["prompt_tokens"] == prompt
+            && usage["total_tokens"].as_u64()
+                == usage["completion_tokens"].as_u64().map(|c| c + prompt),
+        "{got}"
+    );
+    ensure!(
+        got["completion_text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+            && got["completion_tokens"]
+                .as_u64()
+                .is_some_and(|n| (1..=6).contains(&n)),
+        "{got}"
+    );
+    ensure!(
+        got["models"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|id| id == "tiny-qwen2")),
+        "{got}"
+    );
+    Ok(())
+}
+
 /// `/v1/chat/completions` and `/v1/completions`: the same text as the pipeline, OpenAI's
 /// shapes (choices, usage, chunk objects with a first `role` delta and a last
 /// `finish_reason`), and refusals.
@@ -889,6 +954,7 @@ fn http_api() -> Result<()> {
     embeddings(&server)?;
     amphi_tests::generation::all(&server)?;
     openai_completions(&server)?;
+    openai_python_client(&server)?;
     error_codes(&server)?;
     concurrent_requests_are_not_mixed_up(&server)?;
     a_disconnected_stream_stops(&server)?;

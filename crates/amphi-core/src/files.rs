@@ -101,12 +101,13 @@ impl ModelFiles {
         self.files.keys().map(String::as_str)
     }
 
-    /// Reads the [`ModelFiles::KNOWN`] files present in a local model folder. A convenience for
+    /// Reads the [`ModelFiles::KNOWN`] files present in a local model folder, or a GGUF file
+    /// (a `*.gguf` path, or a folder without `model.safetensors` holding one `*.gguf` under any
+    /// name, as llama.cpp's files are published), read as `model.gguf`. A convenience for
     /// native hosts; the engine itself never touches a filesystem (absent on wasm32).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_dir(dir: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
         let dir = dir.as_ref();
-        // A GGUF file on its own: everything else comes from its metadata.
         if dir.is_file() && dir.extension().is_some_and(|e| e == "gguf") {
             return Ok(Self::new().with("model.gguf", std::fs::read(dir)?));
         }
@@ -126,17 +127,43 @@ impl ModelFiles {
                 Err(e) => return Err(e),
             }
         }
-        // A folder holding one GGUF file under another name (as llama.cpp's are published).
-        if files.get("model.safetensors").is_none() && files.get("model.gguf").is_none() {
-            let ggufs: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "gguf"))
-                .collect();
-            if let [one] = &ggufs[..] {
-                files.insert("model.gguf", std::fs::read(one)?);
-            }
+        if files.get("model.gguf").is_none()
+            && let Some(path) = Self::local_path(dir, "model.gguf")
+        {
+            files.insert("model.gguf", std::fs::read(path)?);
         }
         Ok(files)
+    }
+
+    /// Where the file the engine knows as `name` is in a local model (a folder or a `*.gguf`
+    /// file, as [`ModelFiles::from_dir`] reads it), if it is there: `model.gguf` may be any
+    /// one `*.gguf` file of a folder without `model.safetensors`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn local_path(model: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+        let is_gguf =
+            |p: &std::path::Path| p.is_file() && p.extension().is_some_and(|e| e == "gguf");
+        if is_gguf(model) {
+            return (name == "model.gguf").then(|| model.to_path_buf());
+        }
+        if !Self::KNOWN.contains(&name) {
+            return None;
+        }
+        let direct = model.join(name);
+        if direct.is_file() {
+            return Some(direct);
+        }
+        if name != "model.gguf" || model.join("model.safetensors").is_file() {
+            return None;
+        }
+        let ggufs: Vec<std::path::PathBuf> = std::fs::read_dir(model)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_gguf(p))
+            .collect();
+        match <[_; 1]>::try_from(ggufs) {
+            Ok([one]) => Some(one),
+            Err(_) => None,
+        }
     }
 
     pub(crate) fn require(&self, name: &str) -> Result<&[u8]> {

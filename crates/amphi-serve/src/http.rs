@@ -623,15 +623,14 @@ async fn model_file(
         )
         .into_response();
     };
-    let path = dir.join(&file);
-    if !amphi_core::ModelFiles::KNOWN.contains(&file.as_str()) || !path.is_file() {
+    let Some(path) = amphi_core::ModelFiles::local_path(dir, &file) else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("{name} has no file {file}"),
         )
         .into_response();
-    }
+    };
     match tower_http::services::ServeFile::new(path)
         .oneshot(request)
         .await

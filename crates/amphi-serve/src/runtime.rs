@@ -62,8 +62,11 @@ impl Artifact {
 pub struct GuestLimits {
     /// Linear memory of one instance, in bytes.
     pub memory_bytes: usize,
-    /// Wall-clock budget of one request inside the guest.
+    /// Wall-clock budget of one request inside the guest, and of each step of a streamed
+    /// session (a generated token, an input of a stream).
     pub deadline: Duration,
+    /// Wall-clock budget of a whole streamed session.
+    pub stream_deadline: Duration,
     /// Wall-clock budget of loading one model.
     pub load_deadline: Duration,
     /// How the deadlines are enforced.
@@ -75,6 +78,7 @@ impl Default for GuestLimits {
         Self {
             memory_bytes: 2 << 30,
             deadline: Duration::from_secs(30),
+            stream_deadline: Duration::from_secs(600),
             load_deadline: Duration::from_secs(300),
             deadlines: Deadlines::BetweenOps,
         }

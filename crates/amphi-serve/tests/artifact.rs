@@ -458,3 +458,79 @@ fn cancelled_sessions_are_freed() -> Result<()> {
     ensure!(serde_json::from_slice::<serde_json::Value>(&json)?[0].is_array());
     Ok(())
 }
+
+/// A streamed session's deadlines: each step (here, an input) has the request deadline and the
+/// whole stream its own. A stream that runs past the request deadline in all, in steps well
+/// within it, ends whole; with a short stream deadline it ends `deadline_exceeded` after the
+/// chunks it had computed, and the instance serves the next request.
+#[test]
+fn streams_have_a_deadline_per_step_and_in_all() -> Result<()> {
+    let step = Duration::from_millis(1000);
+    let texts: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                "{i}: {}",
+                "a sentence that takes some time to embed, ".repeat(12)
+            )
+        })
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({"inputs": texts, "stream": true}))?;
+    struct Run {
+        end: Result<StreamEnd, GuestError>,
+        seen: usize,
+        took: Duration,
+        guest: Guest,
+        model: i32,
+    }
+    let run = |stream_deadline: Duration| -> Result<Run> {
+        let rt = runtime(GuestLimits {
+            deadline: step,
+            stream_deadline,
+            ..GuestLimits::default()
+        })?;
+        let mut guest = rt.instantiate()?;
+        let spec = load_model_dir("m", &minilm_dir(), serde_json::json!({}))?;
+        let model = guest.load_model(&spec.files, &spec.options)?;
+        let mut seen = 0;
+        let started = Instant::now();
+        let end = guest.stream(model, "feature-extraction", &body, |_, _| {
+            seen += 1;
+            true
+        });
+        let took = started.elapsed();
+        Ok(Run {
+            end,
+            seen,
+            took,
+            guest,
+            model,
+        })
+    };
+    let Run {
+        end, seen, took, ..
+    } = run(Duration::from_secs(600))?;
+    ensure!(
+        matches!(end, Ok(StreamEnd::Done)) && seen == texts.len(),
+        "{end:?} after {seen} chunks"
+    );
+    eprintln!("{} inputs streamed in {took:?}", texts.len());
+    ensure!(
+        took > step,
+        "the stream took {took:?}: too fast to show a per-step deadline (add inputs)"
+    );
+    let Run {
+        end,
+        seen,
+        took,
+        mut guest,
+        model,
+    } = run(step / 3)?;
+    ensure!(
+        matches!(&end, Err(e) if e.code() == "deadline_exceeded" && !e.is_fatal())
+            && (1..texts.len()).contains(&seen),
+        "{end:?} after {seen} chunks in {took:?}"
+    );
+    let (json, _) = guest.run(model, "feature-extraction", br#"{"inputs": "hello world"}"#)?;
+    ensure!(serde_json::from_slice::<serde_json::Value>(&json)?[0].is_array());
+    Ok(())
+}

@@ -14,7 +14,7 @@ const freePort = () => new Promise((resolve, reject) => {
   });
 });
 
-export const MODELS = ['all-MiniLM-L6-v2', 'tiny-bert', 'tiny-bert-seqcls', 'tiny-roberta-seqcls', 'tiny-xlmr', 'tiny-bert-tokcls', 'tiny-vit', 'efficientnet-lite0', 'tiny-llama', 'tiny-qwen2'];
+export const MODELS = ['all-MiniLM-L6-v2', 'tiny-bert', 'tiny-bert-seqcls', 'tiny-roberta-seqcls', 'tiny-xlmr', 'tiny-bert-tokcls', 'tiny-vit', 'efficientnet-lite0', 'tiny-llama', 'tiny-qwen2', 'SmolLM2-135M-Instruct'];
 
 export async function startServer() {
   for (const p of [amphiBin, artifact, www]) {

@@ -1,6 +1,8 @@
 //! ABI v5 sessions on a [`Guest`]: a streamed request stepped to its end, each chunk handed to
 //! the host as it is computed.
 
+use std::time::Instant;
+
 use wasmtime::{Store, TypedFunc};
 
 use super::{Guest, HostState};
@@ -48,8 +50,9 @@ const STATUS_CHUNK: i32 = 2;
 impl Guest {
     /// Runs `request` as a session (`"stream": true` streams a text request per input): each
     /// chunk's JSON goes to `chunk` with the tokens it processed as soon as the guest has
-    /// computed it; `chunk` returning `false` cancels the session. The whole session runs
-    /// within one request deadline. The session is freed however it ends.
+    /// computed it; `chunk` returning `false` cancels the session. Each step (a token, an
+    /// input) runs within the request deadline and the whole session within the stream
+    /// deadline ([`crate::GuestLimits`]). The session is freed however it ends.
     pub fn stream(
         &mut self,
         model: i32,
@@ -62,7 +65,8 @@ impl Guest {
             message: "this amphi.wasm has no sessions (ABI 5): streaming needs a newer artifact"
                 .to_owned(),
         })?;
-        self.begin(self.limits.deadline);
+        let end = Instant::now() + self.limits.stream_deadline;
+        self.begin(self.limits.deadline.min(self.limits.stream_deadline));
         let (task_ptr, task_len) = self.put(task.as_bytes())?;
         let (req_ptr, req_len) = self.put(request)?;
         let open = fns.open.clone();
@@ -73,15 +77,15 @@ impl Guest {
             )
             .map_err(|e| self.trap(e))?;
         let session = self.check(status)?;
-        let end = self.drive(&fns, session, &mut chunk);
+        let result = self.drive(&fns, session, end, &mut chunk);
         // A trapped instance is dropped whole; otherwise the session's memory returns now.
-        if end.as_ref().map_or_else(|e| !e.is_fatal(), |_| true) {
+        if result.as_ref().map_or_else(|e| !e.is_fatal(), |_| true) {
             self.begin(self.limits.deadline);
             let free = fns.free.clone();
             free.call(&mut self.store, session)
                 .map_err(|e| self.trap(e))?;
         }
-        end
+        result
     }
 
     /// The guest's linear memory, in bytes (it grows, never shrinks: a leak shows as growth).
@@ -93,9 +97,14 @@ impl Guest {
         &mut self,
         fns: &SessionFns,
         session: i32,
+        end: Instant,
         chunk: &mut impl FnMut(Vec<u8>, usize) -> bool,
     ) -> Result<StreamEnd, GuestError> {
+        let mut delivered = false;
         loop {
+            // This step's budget: the request deadline, within what is left of the stream's.
+            let left = end.saturating_duration_since(Instant::now());
+            self.begin(self.limits.deadline.min(left));
             let step = fns.step.clone();
             let status = step
                 .call(&mut self.store, session)
@@ -103,6 +112,7 @@ impl Guest {
             match self.check(status)? {
                 STATUS_CHUNK => {
                     let tokens = self.call(|g| &g.last_tokens, ())? as usize;
+                    delivered = true;
                     if !chunk(self.result()?, tokens) {
                         return Ok(StreamEnd::Cancelled);
                     }
@@ -113,9 +123,11 @@ impl Guest {
                     });
                 }
                 _ => {
-                    // Done: a one-step session's whole response is its only chunk.
+                    // Done: a one-step session's whole response is its only chunk; after
+                    // chunks (a streamed text-generation's), the whole response they made up
+                    // is not handed over again.
                     let body = self.result()?;
-                    if body != b"null" {
+                    if !delivered && body != b"null" {
                         let tokens = self.call(|g| &g.last_tokens, ())? as usize;
                         chunk(body, tokens);
                     }
