@@ -115,6 +115,28 @@ test('text-generation: greedy goldens whole and streamed, chat, AbortSignal, a b
   await qwen.dispose();
 });
 
+test('a GGUF file by its path: SmolLM2-135M-Instruct gives Transformers\' greedy tokens', async () => {
+  // Transformers 5.24 on the same file (fixtures REGISTRY.md): " Paris.\n\nThe answer is: 2".
+  const dir = modelDir('SmolLM2-135M-Instruct');
+  const gen = await pipeline('text-generation', join(dir, 'SmolLM2-135M-Instruct.Q4_1.gguf'), { device: 'cpu' });
+  const options = { max_new_tokens: 10, do_sample: false, return_full_text: false };
+  const ids = [];
+  for await (const { output } of gen.stream('The capital of France is', options)) ids.push(...output.token_ids);
+  assert.deepEqual(ids, [7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34]);
+  const [out] = await gen('The capital of France is', options);
+  assert.equal(out.generated_text, ' Paris.\n\nThe answer is: 2');
+  await gen.dispose();
+  // The folder that holds it reads the same (its one *.gguf is model.gguf); a folder with
+  // neither config.json nor a GGUF file is model_not_found.
+  const folder = await pipeline('text-generation', dir, { device: 'cpu' });
+  const [chat] = await folder([{ role: 'user', content: 'What is the capital of France?' }], { max_new_tokens: 20, do_sample: false });
+  assert.equal(chat.generated_text.at(-1).content, 'The capital of France is Paris.');
+  assert.equal(chat.finish_reason, 'stop');
+  await folder.dispose();
+  const empty = mkdtempSync(join(tmpdir(), 'amphi-empty-'));
+  await assert.rejects(pipeline('text-generation', empty), (e) => e.code === 'model_not_found');
+});
+
 test('stream: a break after the first chunk frees the request (memory is reused)', async () => {
   const p = await pipeline('feature-extraction', modelDir('tiny-xlmr'), { device: 'cpu' });
   const texts = Array.from({ length: 32 }, (_, i) => `sentence number ${i} of many`);
